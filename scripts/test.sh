@@ -1,0 +1,14 @@
+#!/bin/sh
+# Sets up, builds and runs the whole test suite: the library with gcc and
+# -Werror, every test in its own process under ctest, the examples with their
+# expected output, and a second warning-clean build with clang.
+set -eu
+cd "$(dirname "$0")/.."
+sh scripts/deps.sh
+jobs=$(nproc)
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=gcc -DMPROC_WERROR=ON >/dev/null
+cmake --build build -j"$jobs"
+CC=clang cmake -S . -B build-clang -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang -DMPROC_WERROR=ON >/dev/null
+cmake --build build-clang -j"$jobs"
+cd build
+ctest --output-on-failure -j"$jobs" --timeout 300

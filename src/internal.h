@@ -1,0 +1,116 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Internals shared by the library's source files. Nothing here is public and
+ * nothing here is installed. Internal non-static functions use the mproc__
+ * prefix.
+ */
+#ifndef MPROC_INTERNAL_H
+#define MPROC_INTERNAL_H
+
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
+
+#include "mproc.h"
+
+#define MPROC_UNUSED(x) ((void)(x))
+#define MPROC_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define MPROC_MAX(a, b) ((a) > (b) ? (a) : (b))
+
+/* ---- sys.c: system-call discipline -------------------------------------- */
+
+/* EINTR policy: reads, writes and waits are retried; close() never is and
+ * EINTR from it counts as success; calls with a deadline recompute the time
+ * left before retrying. Every fd is born close-on-exec. */
+int mproc__close(int fd);             /* keeps errno intact; fd < 0 is a no-op */
+ssize_t mproc__read_full(int fd, void *buf, size_t len);
+ssize_t mproc__write_full(int fd, const void *buf, size_t len);
+int mproc__socketpair_seqpacket(int sv[2]); /* SOCK_SEQPACKET|SOCK_CLOEXEC */
+int mproc__set_nonblock(int fd, bool on);
+int mproc__pidfd_open(pid_t pid);     /* -errno on failure */
+int mproc__pidfd_send_signal(int pidfd, int sig);
+int mproc__memfd(const char *name, size_t size); /* sealed against resize */
+
+/* Monotonic clock. */
+uint64_t mproc__now_ns(void);
+static inline uint64_t mproc__ms_to_ns(long ms) {
+    return (uint64_t)ms * 1000000ull;
+}
+/* Deadline helpers: timeout_ms < 0 means forever (deadline UINT64_MAX). */
+uint64_t mproc__deadline(long timeout_ms);
+/* Milliseconds left until deadline for poll(): -1 forever, 0 when passed. */
+int mproc__ms_left(uint64_t deadline);
+/* Absolute CLOCK_MONOTONIC timespec for pthread_cond_timedwait (the pool's
+ * condition variables use the monotonic clock). */
+struct timespec mproc__ts_from_ns(uint64_t ns);
+
+/* Send and receive one SEQPACKET message with at most one fd attached.
+ * mproc__recv_msg returns the message length, 0 at EOF, or -errno;
+ * MSG_TRUNC is reported as -EMSGSIZE. A received fd (or -1) goes in *fd. */
+ssize_t mproc__send_msg(int sock, const void *buf, size_t len, int fd);
+ssize_t mproc__recv_msg(int sock, void *buf, size_t cap, int *fd, int flags);
+
+/* ---- ident.c: who am I ---------------------------------------------------- */
+
+/* Called in a freshly forked child to record its identity (name copied). */
+void mproc__ident_set_child(const char *name, pid_t parent_pid,
+                            const char *parent_name);
+/* Number the next Process ("Process-N"). */
+unsigned mproc__next_process_number(void);
+
+/* ---- child setup shared by Process and pool workers ----------------------- */
+
+/* Reset signal dispositions and the mask to defaults in a new child. */
+void mproc__child_reset_signals(void);
+
+/* ---- zygote.c: the fork server -------------------------------------------- */
+
+/* A connection to the fork server, one per pool. */
+typedef struct mproc__zconn {
+    int fd; /* SEQPACKET to the server; -1 when closed */
+} mproc__zconn;
+
+/* What the server should start: fds to hand to the child, and the body. The
+ * worker body runs in the child with the handed fds at the same numbers
+ * the server got them at (they are dup'ed into the child's table). */
+int mproc__zygote_connect(mproc__zconn *zc);
+void mproc__zygote_disconnect(mproc__zconn *zc);
+/* Ask for a worker: chan_fd is the worker's end of its channel, page_fd its
+ * status page. The reply (pid, pidfd) arrives asynchronously on zc->fd as a
+ * mproc__zmsg of type ZMSG_SPAWNED. */
+int mproc__zygote_request_spawn(mproc__zconn *zc, uint32_t slot,
+                                int chan_fd, int page_fd);
+
+/* Messages from the server on a pool's connection. */
+enum { MPROC__ZMSG_SPAWN = 1, MPROC__ZMSG_SPAWNED, MPROC__ZMSG_EXITED,
+       MPROC__ZMSG_SPAWN_FAILED };
+typedef struct mproc__zmsg {
+    uint32_t type;
+    uint32_t slot;   /* the pool's worker slot the message is about */
+    int32_t pid;
+    int32_t status;  /* wait status for EXITED; -errno for SPAWN_FAILED */
+} mproc__zmsg;
+
+/* Set by the pool before the first connection: the function the server
+ * runs in each forked worker (worker.c's entry). */
+typedef void (*mproc__worker_main_fn)(int chan_fd, int page_fd);
+extern mproc__worker_main_fn mproc__worker_main_hook;
+
+/* ---- worker status page --------------------------------------------------- */
+
+/* One page shared between a worker and the pool's result thread, mapped from
+ * a memfd. The worker writes, the pool reads; fields are atomics so a torn
+ * read cannot happen. It tells the pool which item a dying worker held and
+ * whether it died of its memory limit. */
+typedef struct mproc__page {
+    _Atomic uint64_t chunk_id;   /* chunk being run, 0 when idle */
+    _Atomic uint64_t item;       /* index within the chunk being run */
+    _Atomic uint64_t item_start_ns;
+    _Atomic uint32_t mem_exhausted; /* set by the fault handler */
+    _Atomic uint32_t pad_;
+} mproc__page;
+
+#endif /* MPROC_INTERNAL_H */

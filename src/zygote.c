@@ -1,0 +1,3 @@
+/* SPDX-License-Identifier: MIT */
+#include "internal.h"
+void mproc_shutdown(void) {}

@@ -47,11 +47,15 @@ int mproc__ms_left(uint64_t deadline);
  * condition variables use the monotonic clock). */
 struct timespec mproc__ts_from_ns(uint64_t ns);
 
-/* Send and receive one SEQPACKET message with at most one fd attached.
- * mproc__recv_msg returns the message length, 0 at EOF, or -errno;
- * MSG_TRUNC is reported as -EMSGSIZE. A received fd (or -1) goes in *fd. */
-ssize_t mproc__send_msg(int sock, const void *buf, size_t len, int fd);
-ssize_t mproc__recv_msg(int sock, void *buf, size_t cap, int *fd, int flags);
+/* Send and receive one SEQPACKET message with up to MPROC__MAX_FDS fds
+ * attached. Sends block only if the socket does, and never raise SIGPIPE.
+ * mproc__recv_msg returns the message length, 0 at EOF, or -errno; a
+ * truncated message is -EMSGSIZE (its fds are closed). */
+#define MPROC__MAX_FDS 4
+ssize_t mproc__send_msg(int sock, const void *buf, size_t len,
+                        const int *fds, int nfds);
+ssize_t mproc__recv_msg(int sock, void *buf, size_t cap, int *fds, int maxfds,
+                        int *nfds, int flags);
 
 /* ---- ident.c: who am I ---------------------------------------------------- */
 
@@ -78,6 +82,8 @@ typedef struct mproc__zconn {
  * the server got them at (they are dup'ed into the child's table). */
 int mproc__zygote_connect(mproc__zconn *zc);
 void mproc__zygote_disconnect(mproc__zconn *zc);
+/* In a child forked from the program: drop the program's fork server. */
+void mproc__zygote_forget(void);
 /* Ask for a worker: chan_fd is the worker's end of its channel, page_fd its
  * status page. The reply (pid, pidfd) arrives asynchronously on zc->fd as a
  * mproc__zmsg of type ZMSG_SPAWNED. */
@@ -94,10 +100,9 @@ typedef struct mproc__zmsg {
     int32_t status;  /* wait status for EXITED; -errno for SPAWN_FAILED */
 } mproc__zmsg;
 
-/* Set by the pool before the first connection: the function the server
- * runs in each forked worker (worker.c's entry). */
-typedef void (*mproc__worker_main_fn)(int chan_fd, int page_fd);
-extern mproc__worker_main_fn mproc__worker_main_hook;
+/* worker.c: the body the server runs in each forked worker; never returns.
+ */
+void mproc__worker_main(int chan_fd, int page_fd) __attribute__((noreturn));
 
 /* ---- worker status page --------------------------------------------------- */
 

@@ -1,2 +1,2 @@
 /* SPDX-License-Identifier: MIT */
-#include "internal.h"
+#include "pool.h"

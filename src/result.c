@@ -1,2 +1,232 @@
 /* SPDX-License-Identifier: MIT */
-#include "internal.h"
+/*
+ * Result handles: what an async call returns. Every item has a status, and
+ * for the bytes form its result bytes, and on failure its error message. A
+ * handle is ready once every item has an outcome and the call's callbacks
+ * have run (Python's order: callbacks first, then ready), so a caller that
+ * frees a ready handle never races a callback.
+ *
+ * Handles use their pool's mutex; once the pool is destroyed a handle is
+ * complete and immutable, and needs no lock.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "pool.h"
+
+mproc_result *mproc__result_new(mproc_pool *p, int kind, size_t n,
+                                const mproc_call_opts *o) {
+    mproc_result *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    size_t m = n ? n : 1;
+    r->pool = p;
+    r->kind = kind;
+    r->n = n;
+    r->status = malloc(m * sizeof *r->status);
+    r->errmsg = calloc(m, sizeof *r->errmsg);
+    r->attempts = calloc(m, sizeof *r->attempts);
+    if (kind == MPROC__KIND_BYTES) {
+        r->data = calloc(m, sizeof *r->data);
+        r->len = calloc(m, sizeof *r->len);
+    }
+    if (!r->status || !r->errmsg || !r->attempts ||
+        (kind == MPROC__KIND_BYTES && (!r->data || !r->len))) {
+        mproc__result_destroy(r);
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++)
+        r->status[i] = MPROC_ENOTREADY;
+    long tmo = o && o->task_timeout_ms ? o->task_timeout_ms
+                                       : p->o.task_timeout_ms;
+    r->timeout_ns = tmo > 0 ? mproc__ms_to_ns(tmo) : 0;
+    int retries = o && o->retries ? o->retries : p->o.retries;
+    r->retries = retries > 0 ? MPROC_MIN(retries, 255) : 0;
+    if (o) {
+        r->on_success = o->on_success;
+        r->on_error = o->on_error;
+        r->cb_arg = o->cb_arg;
+        if (o->progress || o->on_progress) {
+            r->want_progress = 1;
+            mproc__progress_init(&r->progress, o->progress, o->on_progress,
+                                 o->progress_arg, "map");
+        }
+    }
+    /* No callbacks: ready as soon as the last item is in. */
+    r->callbacks_done = !r->on_success && !r->on_error && !r->want_progress;
+    return r;
+}
+
+void mproc__result_destroy(mproc_result *r) {
+    if (!r)
+        return;
+    mproc_pool *p = r->pool;
+    if (p) {
+        if (r->prev_live)
+            r->prev_live->next_live = r->next_live;
+        else if (p->live == r)
+            p->live = r->next_live;
+        if (r->next_live)
+            r->next_live->prev_live = r->prev_live;
+    }
+    for (size_t i = 0; i < r->n; i++) {
+        if (r->errmsg)
+            free(r->errmsg[i]);
+        if (r->data)
+            free(r->data[i]);
+    }
+    free(r->status);
+    free(r->errmsg);
+    free(r->data);
+    free(r->len);
+    free(r->attempts);
+    free(r->in_buf);
+    free(r->in_off);
+    free(r);
+}
+
+int mproc__result_set(mproc_result *r, size_t i, int code, void *data,
+                      size_t len, char *msg) {
+    if (i >= r->n || r->status[i] != MPROC_ENOTREADY) {
+        free(data);
+        free(msg);
+        return 0;
+    }
+    r->status[i] = code;
+    if (code == 0 && r->data) {
+        r->data[i] = data;
+        r->len[i] = len;
+    } else {
+        free(data);
+    }
+    if (code != 0) {
+        r->errmsg[i] = msg ? msg : strdup(mproc_strerror(code));
+        if (!r->first_error)
+            r->first_error = code;
+    } else {
+        free(msg);
+    }
+    r->done++;
+    mproc_pool *p = r->pool;
+    p->stats.items_done++;
+    if (code)
+        p->stats.items_failed++;
+    if (r->iter)
+        pthread_cond_broadcast(&p->cond);
+    if (r->done == r->n)
+        return 1;
+    return 0;
+}
+
+static int is_ready(const mproc_result *r) {
+    return r->done == r->n && r->callbacks_done;
+}
+
+int mproc__result_wait_locked(mproc_result *r, uint64_t deadline) {
+    mproc_pool *p = r->pool;
+    while (!is_ready(r)) {
+        if (p->thread_started && pthread_equal(pthread_self(), p->thread))
+            return MPROC_EDEADLK; /* a callback waiting for the pool */
+        if (deadline == UINT64_MAX) {
+            pthread_cond_wait(&p->cond, &p->mu);
+        } else {
+            struct timespec ts = mproc__ts_from_ns(deadline);
+            if (pthread_cond_timedwait(&p->cond, &p->mu, &ts) != 0 &&
+                !is_ready(r))
+                return MPROC_ETIMEDOUT;
+        }
+    }
+    return 0;
+}
+
+int mproc_result_wait(mproc_result *r, long timeout_ms) {
+    if (!r)
+        return MPROC_EINVAL;
+    mproc_pool *p = r->pool;
+    if (!p)
+        return 0;
+    pthread_mutex_lock(&p->mu);
+    int err = mproc__result_wait_locked(r, mproc__deadline(timeout_ms));
+    pthread_mutex_unlock(&p->mu);
+    return err;
+}
+
+int mproc_result_get(mproc_result *r, long timeout_ms) {
+    int err = mproc_result_wait(r, timeout_ms);
+    return err ? err : r->first_error;
+}
+
+int mproc_result_ready(mproc_result *r) {
+    if (!r)
+        return 0;
+    mproc_pool *p = r->pool;
+    if (!p)
+        return 1;
+    pthread_mutex_lock(&p->mu);
+    int ready = is_ready(r);
+    pthread_mutex_unlock(&p->mu);
+    return ready;
+}
+
+int mproc_result_successful(mproc_result *r) {
+    if (!r)
+        return MPROC_EINVAL;
+    if (!mproc_result_ready(r))
+        return MPROC_ENOTREADY;
+    return r->first_error == 0;
+}
+
+size_t mproc_result_count(const mproc_result *r) {
+    return r ? r->n : 0;
+}
+
+/* Per-item accessors: an item's fields never change once it has its
+ * outcome, so only the status needs the lock. */
+int mproc_result_status(mproc_result *r, size_t i) {
+    if (!r || i >= r->n)
+        return MPROC_EINVAL;
+    mproc_pool *p = r->pool;
+    if (p)
+        pthread_mutex_lock(&p->mu);
+    int st = r->status[i];
+    if (p)
+        pthread_mutex_unlock(&p->mu);
+    return st;
+}
+
+const void *mproc_result_data(mproc_result *r, size_t i, size_t *len) {
+    if (len)
+        *len = 0;
+    if (!r || i >= r->n || !r->data || mproc_result_status(r, i) != 0)
+        return NULL;
+    if (len)
+        *len = r->len[i];
+    return r->data[i];
+}
+
+const char *mproc_result_errmsg(mproc_result *r, size_t i) {
+    if (!r || i >= r->n)
+        return NULL;
+    int st = mproc_result_status(r, i);
+    if (st == 0 || st == MPROC_ENOTREADY)
+        return NULL;
+    return r->errmsg[i];
+}
+
+void mproc_result_free(mproc_result *r) {
+    if (!r)
+        return;
+    mproc_pool *p = r->pool;
+    if (!p) {
+        mproc__result_destroy(r);
+        return;
+    }
+    pthread_mutex_lock(&p->mu);
+    if (is_ready(r)) {
+        mproc__result_destroy(r);
+    } else {
+        /* Still running: the result thread frees it when it completes. */
+        r->user_freed = 1;
+    }
+    pthread_mutex_unlock(&p->mu);
+}

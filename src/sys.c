@@ -131,22 +131,25 @@ struct timespec mproc__ts_from_ns(uint64_t ns) {
     return ts;
 }
 
-ssize_t mproc__send_msg(int sock, const void *buf, size_t len, int fd) {
+ssize_t mproc__send_msg(int sock, const void *buf, size_t len,
+                        const int *fds, int nfds) {
     struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
     union {
-        char buf[CMSG_SPACE(sizeof(int))];
+        char buf[CMSG_SPACE(sizeof(int) * MPROC__MAX_FDS)];
         struct cmsghdr align;
     } ctl;
     struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1};
-    if (fd >= 0) {
+    if (nfds > MPROC__MAX_FDS)
+        return -EINVAL;
+    if (nfds > 0) {
         memset(&ctl, 0, sizeof ctl);
         mh.msg_control = ctl.buf;
-        mh.msg_controllen = sizeof ctl.buf;
+        mh.msg_controllen = CMSG_SPACE(sizeof(int) * (size_t)nfds);
         struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
         c->cmsg_level = SOL_SOCKET;
         c->cmsg_type = SCM_RIGHTS;
-        c->cmsg_len = CMSG_LEN(sizeof(int));
-        memcpy(CMSG_DATA(c), &fd, sizeof(int));
+        c->cmsg_len = CMSG_LEN(sizeof(int) * (size_t)nfds);
+        memcpy(CMSG_DATA(c), fds, sizeof(int) * (size_t)nfds);
     }
     for (;;) {
         ssize_t n = sendmsg(sock, &mh, MSG_NOSIGNAL);
@@ -157,18 +160,18 @@ ssize_t mproc__send_msg(int sock, const void *buf, size_t len, int fd) {
     }
 }
 
-ssize_t mproc__recv_msg(int sock, void *buf, size_t cap, int *fd, int flags) {
+ssize_t mproc__recv_msg(int sock, void *buf, size_t cap, int *fds, int maxfds,
+                        int *nfds, int flags) {
     struct iovec iov = {.iov_base = buf, .iov_len = cap};
     union {
-        char buf[CMSG_SPACE(sizeof(int) * 4)];
+        char buf[CMSG_SPACE(sizeof(int) * 8)];
         struct cmsghdr align;
     } ctl;
     struct msghdr mh = {.msg_iov = &iov,
                         .msg_iovlen = 1,
                         .msg_control = ctl.buf,
                         .msg_controllen = sizeof ctl.buf};
-    if (fd)
-        *fd = -1;
+    int got = 0;
     ssize_t n;
     for (;;) {
         n = recvmsg(sock, &mh, MSG_CMSG_CLOEXEC | flags);
@@ -177,26 +180,28 @@ ssize_t mproc__recv_msg(int sock, void *buf, size_t cap, int *fd, int flags) {
         if (errno != EINTR)
             return -errno;
     }
-    /* Take every fd that came, keep at most one, close the rest: a peer
-     * must not be able to make us leak descriptors. */
+    /* Take every fd that came and keep at most maxfds: a peer must not be
+     * able to make us leak descriptors. */
     for (struct cmsghdr *c = CMSG_FIRSTHDR(&mh); c; c = CMSG_NXTHDR(&mh, c)) {
         if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS)
             continue;
-        size_t nfd = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-        for (size_t i = 0; i < nfd; i++) {
+        size_t k = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < k; i++) {
             int f;
             memcpy(&f, CMSG_DATA(c) + i * sizeof(int), sizeof f);
-            if (fd && *fd < 0)
-                *fd = f;
+            if (fds && got < maxfds)
+                fds[got++] = f;
             else
                 mproc__close(f);
         }
     }
+    if (nfds)
+        *nfds = got;
     if (mh.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) {
-        if (fd && *fd >= 0) {
-            mproc__close(*fd);
-            *fd = -1;
-        }
+        for (int i = 0; i < got; i++)
+            mproc__close(fds[i]);
+        if (nfds)
+            *nfds = 0;
         return -EMSGSIZE;
     }
     return n;

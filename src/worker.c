@@ -1,2 +1,308 @@
 /* SPDX-License-Identifier: MIT */
-#include "internal.h"
+/*
+ * The pool worker: the body the fork server runs in each new worker.
+ *
+ * Life of a worker: read INIT (settings and the initializer's argument),
+ * apply the settings (name, memory limit, CPU pinning), run the initializer,
+ * say READY, then loop: read a TASK chunk, run its items one by one, send one
+ * RESULT with every item's outcome. EOF on the channel means the pool is
+ * closing: exit 0. After max_tasks items the worker exits by itself and the
+ * pool replaces it.
+ *
+ * Before each item the worker writes the chunk id, item index and start time
+ * to its status page, shared with the pool. If the worker dies, the pool
+ * reads there which item killed it: that item gets the error, the items
+ * around it are run again elsewhere.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include "task.h"
+#include "wire.h"
+
+static mproc__page *W_page;
+
+/* Runs when a task crashes while a memory limit is set. If the faulting
+ * code had just seen ENOMEM (typically malloc returning NULL under
+ * RLIMIT_AS, then a NULL dereference or abort()), tell the pool, so that
+ * the error names the memory limit. SA_RESETHAND restored the default
+ * action: returning re-runs the fault, which then kills us. */
+static void fault_handler(int sig) {
+    MPROC_UNUSED(sig);
+    if (errno == ENOMEM && W_page)
+        atomic_store(&W_page->mem_exhausted, 1);
+}
+
+static void set_mem_limit(uint64_t limit) {
+    struct rlimit rl = {(rlim_t)limit, (rlim_t)limit};
+    (void)setrlimit(RLIMIT_AS, &rl);
+    static char altstack[64 * 1024];
+    stack_t ss = {.ss_sp = altstack, .ss_size = sizeof altstack};
+    (void)sigaltstack(&ss, NULL);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = fault_handler;
+    sa.sa_flags = SA_RESETHAND | SA_ONSTACK | SA_NODEFER;
+    sigaction(SIGSEGV, &sa, NULL);
+    sigaction(SIGBUS, &sa, NULL);
+    sigaction(SIGABRT, &sa, NULL);
+}
+
+/* Block until a message arrives. 1 with *m, 0 at EOF, < 0 on error. */
+static int recv_blocking(int chan, void *buf, mproc__msg *m) {
+    for (;;) {
+        struct pollfd pf = {.fd = chan, .events = POLLIN};
+        if (poll(&pf, 1, -1) < 0 && errno != EINTR)
+            return -errno;
+        int r = mproc__wire_recv(chan, buf, SIZE_MAX, m);
+        if (r != -EAGAIN)
+            return r;
+    }
+}
+
+typedef struct growbuf {
+    unsigned char *p;
+    size_t len, cap;
+} growbuf;
+
+static int gb_reserve(growbuf *g, size_t more) {
+    if (more > SIZE_MAX - g->len)
+        return -1;
+    if (g->len + more <= g->cap)
+        return 0;
+    size_t cap = g->cap ? g->cap : 4096;
+    while (cap < g->len + more)
+        cap = cap > SIZE_MAX / 2 ? g->len + more : cap * 2;
+    void *p = realloc(g->p, cap);
+    if (!p)
+        return -1;
+    g->p = p;
+    g->cap = cap;
+    return 0;
+}
+
+static int gb_append(growbuf *g, const void *d, size_t n) {
+    if (gb_reserve(g, n) < 0)
+        return -1;
+    if (n)
+        memcpy(g->p + g->len, d, n);
+    g->len += n;
+    return 0;
+}
+
+typedef struct wstate {
+    int chan;
+    uint64_t mem_limit;
+    uint64_t max_result;
+    mproc_task task;
+    growbuf out, msgs;
+} wstate;
+
+/* Run one item and record its outcome in hdr (and its bytes in out). */
+static void run_item(wstate *w, const mproc__task_payload *tp, size_t i,
+                     const void *arg, size_t len, void *typed_out,
+                     mproc__item_hdr *hdr) {
+    mproc_task *t = &w->task;
+    t->index = (size_t)tp->first_index + i;
+    t->failed = 0;
+    t->msg[0] = '\0';
+    t->res_len = 0;
+    t->out = typed_out;
+    atomic_store(&W_page->item, (uint64_t)i);
+    atomic_store(&W_page->item_start_ns, mproc__now_ns());
+    errno = 0;
+    int rc;
+    if (tp->kind == MPROC__KIND_TYPED)
+        rc = ((mproc_elem_fn)(uintptr_t)tp->fn)(t, arg, typed_out);
+    else
+        rc = ((mproc_fn)(uintptr_t)tp->fn)(t, arg, len);
+    int saved_errno = errno;
+    memset(hdr, 0, sizeof *hdr);
+    if (rc == 0 && !t->failed) {
+        if (tp->kind == MPROC__KIND_TYPED) {
+            hdr->datalen = tp->out_size;
+        } else if (gb_append(&w->out, t->res, t->res_len) == 0) {
+            hdr->datalen = t->res_len;
+        } else {
+            hdr->code = MPROC_ENOMEM;
+        }
+        return;
+    }
+    hdr->code = t->failed ? t->fail_code : MPROC_ETASK;
+    char msg[1200];
+    if (t->msg[0])
+        snprintf(msg, sizeof msg, "%s", t->msg);
+    else
+        snprintf(msg, sizeof msg, "task returned %d (%s)", rc,
+                 mproc_strerror(rc));
+    if (w->mem_limit && saved_errno == ENOMEM) {
+        /* The task failed right after an allocation did: that is the
+         * memory limit talking, and the caller should hear so. */
+        char m2[1400];
+        snprintf(m2, sizeof m2, "memory limit of %llu bytes reached: %s",
+                 (unsigned long long)w->mem_limit, msg);
+        memcpy(msg, m2, sizeof msg - 1);
+        msg[sizeof msg - 1] = '\0';
+        hdr->code = MPROC_EMEMLIMIT;
+    }
+    if (typed_out)
+        memset(typed_out, 0, (size_t)tp->out_size);
+    size_t ml = strlen(msg);
+    if (gb_append(&w->msgs, msg, ml) == 0)
+        hdr->msglen = (uint32_t)ml;
+}
+
+/* Run every item of a TASK message and send the RESULT. Returns the number
+ * of items run, or -1 if the message is malformed or the send failed. */
+static long run_chunk(wstate *w, const mproc__msg *m) {
+    const unsigned char *p = m->payload;
+    size_t len = (size_t)m->hdr.len, n = m->hdr.nitems;
+    mproc__task_payload tp;
+    if (len < sizeof tp)
+        return -1;
+    memcpy(&tp, p, sizeof tp);
+    p += sizeof tp;
+    len -= sizeof tp;
+    size_t hsize = n * sizeof(mproc__item_hdr);
+    w->out.len = 0;
+    w->msgs.len = 0;
+    if (n > SIZE_MAX / sizeof(mproc__item_hdr) || gb_reserve(&w->out, hsize))
+        return -1;
+    memset(w->out.p, 0, hsize);
+    w->out.len = hsize;
+    atomic_store(&W_page->chunk_id, m->hdr.id);
+
+    if (tp.kind == MPROC__KIND_TYPED) {
+        size_t need, outb;
+        if (__builtin_mul_overflow(n, (size_t)tp.in_size, &need) ||
+            need != len ||
+            __builtin_mul_overflow(n, (size_t)tp.out_size, &outb) ||
+            gb_reserve(&w->out, outb))
+            return -1;
+        memset(w->out.p + hsize, 0, outb);
+        w->out.len += outb;
+        for (size_t i = 0; i < n; i++) {
+            mproc__item_hdr h;
+            unsigned char *slot = w->out.p + hsize + i * (size_t)tp.out_size;
+            run_item(w, &tp, i, p + i * (size_t)tp.in_size, (size_t)tp.in_size,
+                     slot, &h);
+            memcpy(w->out.p + i * sizeof h, &h, sizeof h);
+        }
+    } else {
+        if (n > len / sizeof(uint64_t))
+            return -1;
+        const unsigned char *lens = p;
+        const unsigned char *data = p + n * sizeof(uint64_t);
+        size_t left = len - n * sizeof(uint64_t), off = 0;
+        for (size_t i = 0; i < n; i++) {
+            uint64_t l;
+            memcpy(&l, lens + i * sizeof l, sizeof l);
+            if (l > left - off)
+                return -1;
+            mproc__item_hdr h;
+            run_item(w, &tp, i, data + off, (size_t)l, NULL, &h);
+            memcpy(w->out.p + i * sizeof h, &h, sizeof h);
+            off += (size_t)l;
+        }
+    }
+    atomic_store(&W_page->chunk_id, 0);
+    fflush(NULL); /* output the tasks printed appears as they finish */
+    int err = mproc__wire_send(w->chan, MPROC__MSG_RESULT, m->hdr.id,
+                               (uint32_t)n, w->out.p, w->out.len, w->msgs.p,
+                               w->msgs.len);
+    return err < 0 ? -1 : (long)n;
+}
+
+static void worker_exit(int code) __attribute__((noreturn));
+static void worker_exit(int code) {
+    fflush(NULL);
+    _exit(code);
+}
+
+static void apply_init(wstate *w, const mproc__init_payload *ip) {
+    char name[64];
+    snprintf(name, sizeof name, "PoolWorker-%llu",
+             (unsigned long long)ip->worker_number);
+    char pname[sizeof ip->parent_name + 1];
+    memcpy(pname, ip->parent_name, sizeof ip->parent_name);
+    pname[sizeof ip->parent_name] = '\0';
+    mproc__ident_set_child(name, (pid_t)ip->parent_pid, pname);
+    w->mem_limit = ip->mem_limit;
+    w->max_result = ip->max_result;
+    w->task.max_result = (size_t)ip->max_result;
+    if (ip->mem_limit)
+        set_mem_limit(ip->mem_limit);
+    if (ip->pin_cpu >= 0 && ip->pin_cpu < CPU_SETSIZE) {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET((int)ip->pin_cpu, &set);
+        (void)sched_setaffinity(0, sizeof set, &set);
+    }
+}
+
+void mproc__worker_main(int chan, int page_fd) {
+    wstate w;
+    memset(&w, 0, sizeof w);
+    w.chan = chan;
+    W_page = mmap(NULL, sizeof *W_page, PROT_READ | PROT_WRITE, MAP_SHARED,
+                  page_fd, 0);
+    mproc__close(page_fd);
+    void *buf = malloc(MPROC__WIRE_RECV_BUF);
+    if (W_page == MAP_FAILED || !buf)
+        worker_exit(125);
+
+    mproc__msg m;
+    if (recv_blocking(chan, buf, &m) != 1 || m.hdr.type != MPROC__MSG_INIT)
+        worker_exit(125);
+    mproc__init_payload ip;
+    if (m.hdr.len < sizeof ip)
+        worker_exit(125);
+    memcpy(&ip, m.payload, sizeof ip);
+    if (ip.initarg_len != m.hdr.len - sizeof ip)
+        worker_exit(125);
+    apply_init(&w, &ip);
+    if (ip.initializer) {
+        /* The initializer gets its own copy: the payload may be a mapping
+         * that goes away with the message. */
+        void *arg = malloc(ip.initarg_len ? (size_t)ip.initarg_len : 1);
+        if (!arg)
+            worker_exit(125);
+        memcpy(arg, m.payload + sizeof ip, (size_t)ip.initarg_len);
+        int rc = ((mproc_init_fn)(uintptr_t)ip.initializer)(
+            arg, (size_t)ip.initarg_len);
+        if (rc != 0) {
+            char msg[128];
+            int ml = snprintf(msg, sizeof msg, "initializer returned %d", rc);
+            (void)mproc__wire_send(chan, MPROC__MSG_INIT_FAILED, 0, 0, msg,
+                                   (size_t)ml, NULL, 0);
+            worker_exit(3);
+        }
+    }
+    mproc__wire_release(&m);
+    if (mproc__wire_send(chan, MPROC__MSG_READY, 0, 0, NULL, 0, NULL, 0) < 0)
+        worker_exit(0);
+
+    uint64_t done = 0;
+    for (;;) {
+        int r = recv_blocking(chan, buf, &m);
+        if (r <= 0)
+            worker_exit(0); /* EOF: the pool is closing, or has gone */
+        if (m.hdr.type != MPROC__MSG_TASK)
+            worker_exit(125);
+        long k = run_chunk(&w, &m);
+        mproc__wire_release(&m);
+        if (k < 0)
+            worker_exit(125);
+        done += (uint64_t)k;
+        if (ip.max_tasks && done >= ip.max_tasks)
+            worker_exit(0);
+    }
+}

@@ -1,0 +1,148 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Pool internals shared by pool.c (the executor: workers, dispatch, faults),
+ * result.c (result handles) and iter.c (imap).
+ *
+ * Locking: one mutex per pool, pool->mu, guards the pool, its workers, its
+ * queue and every result and iterator attached to it. pool->cond (on the
+ * monotonic clock) is broadcast whenever an item gets its outcome or the
+ * pool changes state. Callbacks are called with pool->mu released.
+ */
+#ifndef MPROC_POOL_H
+#define MPROC_POOL_H
+
+#include <pthread.h>
+
+#include "helpers.h"
+#include "internal.h"
+#include "wire.h"
+
+/* A run of consecutive items of one result, sent to a worker as one TASK. */
+typedef struct mproc__chunk {
+    struct mproc__chunk *next;
+    mproc_result *res;
+    size_t first, n; /* items [first, first + n) of res */
+    uint64_t id;     /* set when sent */
+} mproc__chunk;
+
+struct mproc_result {
+    mproc_pool *pool;       /* NULL once the pool is destroyed */
+    struct mproc_result *next_live, *prev_live; /* pool's list */
+    int kind;               /* MPROC__KIND_* */
+    size_t n, done;
+    int first_error;
+    int *status;            /* per item; MPROC_ENOTREADY while pending */
+    char **errmsg;          /* per item, NULL on success */
+    void **data;            /* bytes form: per item result */
+    size_t *len;
+    uint8_t *attempts;      /* retries used per item */
+    /* input */
+    mproc_fn fn;
+    mproc_elem_fn efn;
+    unsigned char *in_buf;  /* bytes form: copied arguments */
+    size_t *in_off;         /* n + 1 offsets into in_buf */
+    const unsigned char *in;/* typed form: the caller's arrays */
+    size_t in_size;
+    unsigned char *out;
+    size_t out_size;
+    /* per-call settings */
+    uint64_t timeout_ns;    /* 0 = none */
+    int retries;
+    mproc_result_cb on_success, on_error;
+    void *cb_arg;
+    mproc__progress progress;
+    int want_progress;
+    int user_freed;         /* freed before ready: drop when done */
+    int progress_queued;
+    int empty_noted;
+    int callbacks_done;
+    mproc_iter *iter;       /* imap batch: the iterator to wake */
+};
+
+enum wstate {
+    W_EMPTY = 0, /* no worker in this slot */
+    W_SPAWNING,  /* asked the fork server, no pid yet */
+    W_STARTING,  /* INIT sent, waiting for READY */
+    W_IDLE,
+    W_BUSY,
+    W_EXITING    /* told to go (or going by itself); waiting for EXITED */
+};
+
+enum kill_reason { KILL_NONE = 0, KILL_TIMEOUT, KILL_TERMINATE, KILL_PROTO };
+
+typedef struct mproc__worker {
+    enum wstate state;
+    pid_t pid;
+    int pidfd;
+    int chan;              /* our end of the channel; -1 when closed */
+    mproc__page *page;
+    mproc__chunk *chunk;   /* the chunk it runs, while BUSY */
+    uint64_t sent_ns;      /* when the chunk was sent */
+    uint64_t items_sent;   /* for max_tasks_per_child */
+    enum kill_reason killed;
+    int chan_eof;
+} mproc__worker;
+
+struct mproc_pool {
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    pthread_t thread;       /* the result thread */
+    int thread_started;
+    int wake_fd;            /* eventfd: new work or a state change */
+    int epfd;
+    mproc__zconn zc;
+
+    mproc_pool_opts o;      /* with defaults filled in */
+    void *initarg;          /* our copy */
+    int *cpus;              /* pinning targets, nworkers of them */
+    mproc__worker *w;
+    unsigned char *rxbuf;
+
+    mproc__chunk *qhead, *qtail; /* chunks waiting for a worker */
+    uint64_t next_chunk_id;
+    mproc_result *live;     /* results not yet complete, or not yet freed */
+
+    enum { P_OPEN, P_CLOSED, P_TERMINATING, P_DONE } state;
+    int broken;
+    int empty_pending;      /* a call over zero items awaits callbacks */
+    const char *broken_why;
+    uint64_t term_deadline; /* when SIGTERM turns into SIGKILL */
+    uint64_t *deaths;       /* ring of recent death times */
+    int ndeaths_ring, death_pos;
+    mproc_pool_stats stats;
+};
+
+struct mproc_iter {
+    mproc_pool *pool;
+    mproc_fn fn;
+    mproc_source_fn source;
+    void *source_arg;
+    mproc_call_opts o;
+    size_t chunksize, max_in_flight;
+    size_t pulled;          /* inputs taken from the source */
+    size_t in_flight;       /* submitted and not yet consumed */
+    int source_done, source_err;
+    mproc_result **batches; /* FIFO of submitted batches */
+    size_t *consumed;       /* per batch: items handed out (ordered) */
+    uint8_t **taken;        /* per batch: per item handed out (unordered) */
+    size_t nb, capb, headb;
+    mproc_result *cur;      /* batch of the item handed out last */
+    size_t cur_i;
+};
+
+/* pool.c */
+int mproc__pool_submit(mproc_pool *p, mproc_result *r, size_t chunksize);
+void mproc__pool_wake(mproc_pool *p);
+
+/* result.c */
+mproc_result *mproc__result_new(mproc_pool *p, int kind, size_t n,
+                                const mproc_call_opts *o);
+/* Record an item's outcome; with pool->mu held. Takes ownership of data
+ * and msg (malloc'd, may be NULL). Returns 1 when the result is complete. */
+int mproc__result_set(mproc_result *r, size_t i, int code, void *data,
+                      size_t len, char *msg);
+void mproc__result_destroy(mproc_result *r);
+/* Wait with pool->mu held. */
+int mproc__result_wait_locked(mproc_result *r, uint64_t deadline);
+
+#endif

@@ -1,0 +1,3 @@
+/* Tests of test_pool.c: TEST_ENTRY(name, timeout_seconds). */
+TEST_ENTRY(pool_apply, 20)
+TEST_ENTRY(pool_map_ordered, 20)

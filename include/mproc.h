@@ -305,10 +305,11 @@ MPROC_API int mproc_pool_map(mproc_pool *p, mproc_fn fn,
                              const mproc_call_opts *o, mproc_result **out);
 
 /* Map, typed fast path: fn(in[i]) -> out[i] for n elements of in_size and
- * out_size bytes. Results are written straight into the caller's out array,
- * which must stay valid until the handle is ready. A failed item's out slot
- * is left zeroed. starmap is the same call over an array of argument structs.
- */
+ * out_size bytes. Neither array is copied: the input is read when its chunk
+ * is sent to a worker, and results are written straight into out. Both
+ * arrays must therefore stay valid until the handle is ready (or freed). A
+ * failed item's out slot is left zeroed. starmap is the same call over an
+ * array of argument structs. */
 MPROC_API int mproc_pool_map_array_async(mproc_pool *p, mproc_elem_fn fn,
                                          const void *in, size_t n,
                                          size_t in_size, void *out,

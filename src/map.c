@@ -27,13 +27,8 @@ static int wait_sync(mproc_result *r) {
     return err ? err : r->first_error;
 }
 
-int mproc_pool_map_async(mproc_pool *p, mproc_fn fn, const mproc_buf *items,
-                         size_t n, const mproc_call_opts *o,
-                         mproc_result **out) {
-    if (out)
-        *out = NULL;
-    if (!p || !fn || !out || (n && !items) || n > UINT32_MAX)
-        return MPROC_EINVAL;
+int mproc__result_copy_inputs(mproc_result *r, const mproc_buf *items,
+                              size_t n) {
     size_t total = 0;
     for (size_t i = 0; i < n; i++) {
         if (items[i].len && !items[i].data)
@@ -41,16 +36,10 @@ int mproc_pool_map_async(mproc_pool *p, mproc_fn fn, const mproc_buf *items,
         if (__builtin_add_overflow(total, items[i].len, &total))
             return MPROC_EOVERFLOW;
     }
-    mproc_result *r = mproc__result_new(p, MPROC__KIND_BYTES, n, o);
-    if (!r)
-        return MPROC_ENOMEM;
-    r->fn = fn;
     r->in_buf = malloc(total ? total : 1);
     r->in_off = malloc((n + 1) * sizeof *r->in_off);
-    if (!r->in_buf || !r->in_off) {
-        mproc__result_destroy(r);
+    if (!r->in_buf || !r->in_off)
         return MPROC_ENOMEM;
-    }
     size_t off = 0;
     for (size_t i = 0; i < n; i++) {
         r->in_off[i] = off;
@@ -59,6 +48,25 @@ int mproc_pool_map_async(mproc_pool *p, mproc_fn fn, const mproc_buf *items,
         off += items[i].len;
     }
     r->in_off[n] = off;
+    return 0;
+}
+
+int mproc_pool_map_async(mproc_pool *p, mproc_fn fn, const mproc_buf *items,
+                         size_t n, const mproc_call_opts *o,
+                         mproc_result **out) {
+    if (out)
+        *out = NULL;
+    if (!p || !fn || !out || (n && !items) || n > UINT32_MAX)
+        return MPROC_EINVAL;
+    mproc_result *r = mproc__result_new(p, MPROC__KIND_BYTES, n, o);
+    if (!r)
+        return MPROC_ENOMEM;
+    r->fn = fn;
+    int err = mproc__result_copy_inputs(r, items, n);
+    if (err) {
+        mproc__result_destroy(r);
+        return err;
+    }
     return submit(p, r, o, out);
 }
 

@@ -179,23 +179,15 @@ int mproc_pool_create(mproc_pool **out, const mproc_pool_opts *opts) {
         p->thread_started = 1;
         /* Wait for the fork server's answer to every spawn request. */
         pthread_mutex_lock(&p->mu);
-        for (;;) {
-            int pending = 0;
-            for (int i = 0; i < o.nworkers; i++)
-                pending += p->w[i].state == W_SPAWNING;
-            if (!pending || p->broken)
-                break;
+        while (p->stats.workers_started + p->spawn_failures <
+                   (uint64_t)o.nworkers &&
+               !p->broken)
             pthread_cond_wait(&p->cond, &p->mu);
+        if (p->spawn_failures || p->broken) {
+            err = p->spawn_err ? p->spawn_err : MPROC_EAGAIN;
+            p->o.restart_limit = -1;
         }
-        int failed = p->stats.workers_started < (uint64_t)o.nworkers ||
-                     p->broken;
-        err = failed ? p->o.restart_limit = -1, (p->broken ? MPROC_EBROKEN
-                                                            : MPROC_EAGAIN)
-                     : 0;
         pthread_mutex_unlock(&p->mu);
-        if (err == 0 && p->stats.workers_died) {
-            err = 0; /* a worker died already; it is being replaced */
-        }
         if (err == 0) {
             *out = p;
             return 0;
@@ -367,7 +359,7 @@ static int send_chunk(mproc_pool *p, mproc__worker *w, mproc__chunk *c) {
     mproc__task_payload tp = {.kind = (uint32_t)r->kind,
                               .in_size = r->in_size,
                               .out_size = r->out_size,
-                              .first_index = c->first};
+                              .first_index = r->index_base + c->first};
     c->id = ++p->next_chunk_id;
     if (r->kind == MPROC__KIND_TYPED) {
         tp.fn = (uint64_t)(uintptr_t)r->efn;
@@ -439,19 +431,25 @@ static int take_result(mproc_pool *p, cbq *q, mproc__worker *w,
     const unsigned char *pl = m->payload;
     if (n > len / sizeof(mproc__item_hdr))
         return MPROC_EPROTO;
-    /* First pass: the layout must add up exactly, without overflow. */
+    /* First pass: the layout must add up exactly, without overflow. The
+     * typed form has a fixed data area, out_size bytes per item; the bytes
+     * form concatenates each item's result. */
+    int typed = r->kind == MPROC__KIND_TYPED;
     size_t rest = len - n * sizeof(mproc__item_hdr), data_total = 0,
            msg_total = 0;
+    if (typed && (__builtin_mul_overflow(n, r->out_size, &data_total) ||
+                  data_total > rest))
+        return MPROC_EPROTO;
     for (size_t i = 0; i < n; i++) {
         mproc__item_hdr h;
         memcpy(&h, pl + i * sizeof h, sizeof h);
         if (h.datalen > p->o.max_result_bytes || h.datalen > rest ||
             h.msglen > 4096 || (h.code == 0 && h.msglen) ||
-            (h.code != 0 && h.datalen) || (h.code > 0) ||
-            (r->kind == MPROC__KIND_TYPED && h.code == 0 &&
-             h.datalen != r->out_size))
+            (h.code != 0 && h.datalen) || h.code > 0 ||
+            (typed && h.code == 0 && h.datalen != r->out_size))
             return MPROC_EPROTO;
-        data_total += (size_t)h.datalen;
+        if (!typed)
+            data_total += (size_t)h.datalen;
         msg_total += h.msglen;
         if (data_total > rest || msg_total > rest - data_total)
             return MPROC_EPROTO;
@@ -469,10 +467,12 @@ static int take_result(mproc_pool *p, cbq *q, mproc__worker *w,
         void *d = NULL;
         char *msg = NULL;
         int code = h.code;
-        if (code == 0 && r->kind == MPROC__KIND_TYPED) {
-            if (!r->user_freed)
+        if (typed)
+            doff = i * r->out_size;
+        if (code == 0 && typed) {
+            if (!r->user_freed && r->out_size)
                 memcpy(r->out + idx * r->out_size, data + doff,
-                       (size_t)h.datalen);
+                       r->out_size);
         } else if (code == 0 && !r->user_freed) {
             d = malloc(h.datalen ? (size_t)h.datalen : 1);
             if (d)
@@ -575,12 +575,13 @@ static void drain_chan(mproc_pool *p, cbq *q, int slot) {
 /* ---- deaths and faults -------------------------------------------------------- */
 
 static void describe_death(const mproc_pool *p, const mproc__worker *w,
-                           int status, int *code, char *msg, size_t cap) {
+                           const mproc__chunk *c, int status, int *code,
+                           char *msg, size_t cap) {
     int pid = (int)w->pid;
     if (w->killed == KILL_TIMEOUT) {
         *code = MPROC_ETASKTIMEOUT;
         snprintf(msg, cap, "task timed out after %llu ms; worker %d killed",
-                 (unsigned long long)(w->chunk->res->timeout_ns / 1000000u),
+                 (unsigned long long)(c->res->timeout_ns / 1000000u),
                  pid);
     } else if (w->killed == KILL_TERMINATE) {
         *code = MPROC_ECANCELLED;
@@ -633,7 +634,7 @@ static void fault_chunk(mproc_pool *p, cbq *q, mproc__worker *w, int status) {
     w->chunk = NULL;
     int code;
     char msg[256];
-    describe_death(p, w, status, &code, msg, sizeof msg);
+    describe_death(p, w, c, status, &code, msg, sizeof msg);
     if (code == MPROC_ECANCELLED || code == MPROC_EPROTO) {
         fail_chunk(p, q, c, code, msg);
         return;
@@ -760,6 +761,8 @@ static void zygote_event(mproc_pool *p, cbq *q) {
         case MPROC__ZMSG_SPAWN_FAILED:
             mproc_log(MPROC_LOG_ERROR, "could not start a worker: %s",
                       mproc_strerror(m.status));
+            p->spawn_failures++;
+            p->spawn_err = m.status < 0 ? m.status : MPROC_EAGAIN;
             close_chan(p, w);
             if (w->page)
                 munmap(w->page, sizeof *w->page);

@@ -57,6 +57,7 @@ struct mproc_result {
     int empty_noted;
     int callbacks_done;
     mproc_iter *iter;       /* imap batch: the iterator to wake */
+    size_t index_base;      /* imap batch: index of its first item */
 };
 
 enum wstate {
@@ -104,13 +105,21 @@ struct mproc_pool {
 
     enum { P_OPEN, P_CLOSED, P_TERMINATING, P_DONE } state;
     int broken;
-    int empty_pending;      /* a call over zero items awaits callbacks */
+    int empty_pending;
+    uint64_t spawn_failures; /* SPAWN_FAILED reports */
+    int spawn_err;      /* a call over zero items awaits callbacks */
     const char *broken_why;
     uint64_t term_deadline; /* when SIGTERM turns into SIGKILL */
     uint64_t *deaths;       /* ring of recent death times */
     int ndeaths_ring, death_pos;
     mproc_pool_stats stats;
 };
+
+typedef struct mproc__batch {
+    mproc_result *r;
+    size_t handed;    /* items handed out */
+    uint8_t *taken;   /* unordered: per item, handed out */
+} mproc__batch;
 
 struct mproc_iter {
     mproc_pool *pool;
@@ -120,14 +129,10 @@ struct mproc_iter {
     mproc_call_opts o;
     size_t chunksize, max_in_flight;
     size_t pulled;          /* inputs taken from the source */
-    size_t in_flight;       /* submitted and not yet consumed */
-    int source_done, source_err;
-    mproc_result **batches; /* FIFO of submitted batches */
-    size_t *consumed;       /* per batch: items handed out (ordered) */
-    uint8_t **taken;        /* per batch: per item handed out (unordered) */
-    size_t nb, capb, headb;
-    mproc_result *cur;      /* batch of the item handed out last */
-    size_t cur_i;
+    size_t in_flight;       /* submitted and not yet handed out */
+    int source_done, err;   /* err: the source's or a submission's */
+    mproc__batch *b;        /* submitted batches, oldest first */
+    size_t nb, capb;
 };
 
 /* pool.c */
@@ -142,6 +147,9 @@ mproc_result *mproc__result_new(mproc_pool *p, int kind, size_t n,
 int mproc__result_set(mproc_result *r, size_t i, int code, void *data,
                       size_t len, char *msg);
 void mproc__result_destroy(mproc_result *r);
+/* map.c: copy the bytes-form arguments into r. */
+int mproc__result_copy_inputs(mproc_result *r, const mproc_buf *items,
+                              size_t n);
 /* Wait with pool->mu held. */
 int mproc__result_wait_locked(mproc_result *r, uint64_t deadline);
 

@@ -27,8 +27,16 @@ void *mproc_task_result_buf(mproc_task *t, size_t len) {
 int mproc_task_return(mproc_task *t, const void *data, size_t len) {
     if (!t || (len && !data))
         return MPROC_EINVAL;
-    if (len > t->max_result)
+    if (len > t->max_result) {
+        /* The item fails whatever the task returns next: a result that
+         * cannot be delivered is not a success. */
+        t->failed = 1;
+        t->fail_code = MPROC_ETOOBIG;
+        snprintf(t->msg, sizeof t->msg,
+                 "result of %zu bytes exceeds the limit of %zu bytes", len,
+                 t->max_result);
         return MPROC_ETOOBIG;
+    }
     void *p = mproc_task_result_buf(t, len);
     if (!p)
         return MPROC_ENOMEM;

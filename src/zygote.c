@@ -291,6 +291,10 @@ static void zygote_main(int ctl, pid_t parent) {
     /* A copy of the program is running here; the program's atexit handlers
      * and stdio buffers are not ours to run or flush, hence _exit only. */
     Z.ctl = ctl;
+    /* Handlers the program installed are not ours: a worker forked before
+     * it resets its own would run them if signalled in that instant (a
+     * test framework's SIGTERM handler once killed the test that way). */
+    mproc__child_reset_signals();
     (void)setpgid(0, 0);
     Z.parent_pidfd = mproc__pidfd_open(parent);
     if (Z.parent_pidfd < 0 || getppid() != parent)

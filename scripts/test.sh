@@ -1,7 +1,8 @@
 #!/bin/sh
 # Sets up, builds and runs the whole test suite: the library with gcc and
-# -Werror, every test in its own process under ctest, the examples with their
-# expected output, and a second warning-clean build with clang.
+# -Werror, a second warning-clean build with clang, an install into a scratch
+# prefix used by pkg-config and find_package consumers, and every test in its
+# own process under ctest (the examples with their expected output included).
 set -eu
 cd "$(dirname "$0")/.."
 sh scripts/deps.sh
@@ -10,5 +11,6 @@ cmake -S . -B build -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=gcc -DMPROC_WERR
 cmake --build build -j"$jobs"
 CC=clang cmake -S . -B build-clang -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang -DMPROC_WERROR=ON >/dev/null
 cmake --build build-clang -j"$jobs"
+sh scripts/check-install.sh
 cd build
 ctest --output-on-failure -j"$jobs" --timeout 300

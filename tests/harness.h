@@ -48,9 +48,8 @@ int test_fd_count(void);
 /* Is the process alive (not a zombie, not gone)? */
 int test_pid_alive(pid_t pid);
 
-/* Wait until pid is gone (or a zombie) or the deadline passes; returns 1 if
- * it went. Polls /proc, with a short pause between looks: this waits for an
- * outcome, it does not synchronise with it. */
+/* Wait (on a pidfd) until pid has exited or the timeout passes; returns 1
+ * if it exited. */
 int test_wait_gone(pid_t pid, long timeout_ms);
 
 /* The fixture, usable directly by tests that need a custom suite. */

@@ -595,7 +595,7 @@ static void describe_death(const mproc_pool *p, const mproc__worker *w,
         if (w->page && atomic_load(&w->page->mem_exhausted)) {
             *code = MPROC_EMEMLIMIT;
             snprintf(msg, cap,
-                     "worker %d killed by %s after reaching its memory "
+                     "worker %d killed by SIG%s after reaching its memory "
                      "limit of %zu bytes",
                      pid, sigabbrev_np(sig) ? sigabbrev_np(sig) : "?",
                      p->o.mem_limit_bytes);

@@ -176,7 +176,9 @@ MPROC_API void mproc_process_destroy(mproc_process *p);
 /* Worker-side context of the task that is running. */
 typedef struct mproc_task mproc_task;
 
-/* Bytes in, bytes out. arg/len is the task's argument. Set the result with
+/* Bytes in, bytes out. arg/len is the task's argument; it carries no
+ * alignment promise (items of a map are packed back to back), so read
+ * structured arguments with memcpy. Set the result with
  * mproc_task_return() or mproc_task_result_buf() and return 0, or return
  * mproc_task_fail(t, ...) (any nonzero return fails the task). */
 typedef int (*mproc_fn)(mproc_task *t, const void *arg, size_t len);

@@ -88,7 +88,7 @@ static int job_fn(mproc_task *t, const void *in, void *out) {
     const job *j = in;
     switch (j->what) {
     case DO_SEGV:
-        *(volatile int *)(uintptr_t)j->x = 1; /* x is 0 */
+        *(volatile int *)(uintptr_t)(j->x + 8) = 1; /* x is 0: page zero */
         break;
     case DO_ABORT:
         abort();

@@ -107,17 +107,20 @@ static int job_fn(mproc_task *t, const void *in, void *out) {
         for (;;)
             pause();
     case DO_OOM: {
-        char *p = malloc(256u << 20);
-        memset(p, 1, 256u << 20); /* p is NULL under the limit */
-        free(p);
+        /* volatile, so the optimiser cannot drop the allocation */
+        volatile char *volatile p = malloc(256u << 20);
+        for (size_t i = 0; i < (256u << 20); i += 4096)
+            p[i] = 1; /* p is NULL under the limit */
+        free((void *)p);
         break;
     }
     case DO_OOM_CHECKED: {
-        char *p = malloc(256u << 20);
+        volatile char *volatile p = malloc(256u << 20);
         if (!p)
             return mproc_task_fail(t, "could not allocate 256 MiB");
-        memset(p, 1, 256u << 20);
-        free(p);
+        for (size_t i = 0; i < (256u << 20); i += 4096)
+            p[i] = 1;
+        free((void *)p);
         break;
     }
     case DO_CPU: {

@@ -49,14 +49,16 @@ static int pull_batch(mproc_iter *it) {
     if (!items)
         return MPROC_ENOMEM;
     size_t k = 0;
-    int err = 0;
+    int err = 0, src_err = 0;
     for (; k < want; k++) {
         const void *d = NULL;
         size_t len = 0;
         int rc = it->source(it->source_arg, it->pulled + k, &d, &len);
         if (rc <= 0 || (len && !d)) {
+            /* The items pulled before the end (or the source's error) are
+             * still submitted; the error comes after them. */
             it->source_done = 1;
-            err = rc < 0 ? rc : (rc > 0 ? MPROC_EINVAL : 0);
+            src_err = rc < 0 ? rc : (rc > 0 ? MPROC_EINVAL : 0);
             break;
         }
         void *copy = malloc(len ? len : 1);
@@ -109,11 +111,11 @@ static int pull_batch(mproc_iter *it) {
     for (size_t i = 0; i < k; i++)
         free((void *)items[i].data);
     free(items);
-    if (err) {
+    if (!err)
+        err = src_err;
+    if (err)
         it->err = err;
-        return err;
-    }
-    return r ? 1 : 0;
+    return r ? 1 : err;
 }
 
 static void drop_batch(mproc_iter *it, size_t bi) {
@@ -177,6 +179,11 @@ int mproc_iter_next(mproc_iter *it, long timeout_ms, mproc_item *item) {
     size_t bi = 0, ii = 0;
     pthread_mutex_lock(&p->mu);
     while (!find_ready(it, &bi, &ii)) {
+        if (p->thread_started && pthread_equal(pthread_self(), p->thread)) {
+            /* A callback waiting for the pool that would run its items. */
+            pthread_mutex_unlock(&p->mu);
+            return MPROC_EDEADLK;
+        }
         if (deadline == UINT64_MAX) {
             pthread_cond_wait(&p->cond, &p->mu);
         } else {

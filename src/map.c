@@ -102,13 +102,14 @@ int mproc_pool_map_array_async(mproc_pool *p, mproc_elem_fn fn,
                                const mproc_call_opts *o, mproc_result **res) {
     if (res)
         *res = NULL;
-    if (!p || !fn || !res || n > UINT32_MAX)
+    if (!p || !fn || !res)
         return MPROC_EINVAL;
+    /* An overflowing size is reported as such, before the item limit. */
     size_t ib, ob;
     if (__builtin_mul_overflow(n, in_size, &ib) ||
         __builtin_mul_overflow(n, out_size, &ob))
         return MPROC_EOVERFLOW;
-    if ((ib && !in) || (ob && !out))
+    if (n > UINT32_MAX || (ib && !in) || (ob && !out))
         return MPROC_EINVAL;
     if (out_size > p->o.max_result_bytes)
         return MPROC_ETOOBIG;

@@ -1494,26 +1494,33 @@ TEST(pool_api_imap_timeout) {
     gate_close();
 }
 
+/* Item 0 returns at once; every other item waits for a gate byte. */
+static int t_gate_after_first(mproc_task *t, const void *arg, size_t len) {
+    if (mproc_task_index(t) == 0) {
+        char c = '0';
+        return mproc_task_return(t, &c, 1);
+    }
+    return t_gate(t, arg, len);
+}
+
 TEST(pool_api_imap_free_early) {
     gate_open();
     mproc_pool *p = pool_new(2);
     numsrc s;
     numsrc_init(&s, 20);
     mproc_iter *it;
-    ASSERT_OK(mproc_pool_imap(p, t_gate, src_num, &s,
+    ASSERT_OK(mproc_pool_imap(p, t_gate_after_first, src_num, &s,
                               &(mproc_call_opts){.max_in_flight = 8}, &it));
     mproc_item item;
-    ASSERT_ERR(mproc_iter_next(it, 0, &item), MPROC_ETIMEDOUT);
-    /* Items 0 and 1 are the ones in the two workers: one byte each. */
-    gate_release(2, 'a');
     ASSERT_OK(mproc_iter_next(it, MPROC_FOREVER, &item));
     ck_assert_uint_eq(item.index, 0);
-    /* 8 items were pulled: 1 handed out, 1 done, 6 waiting for a byte
-     * (2 of them in workers by now, or soon). */
-    ck_assert_uint_eq(s.next, 8);
+    ASSERT_ERR(mproc_iter_next(it, 0, &item), MPROC_ETIMEDOUT);
+    /* 9 items were pulled: 1 handed out, 8 waiting for a byte, two of
+     * them in workers (by now, or soon). */
+    ck_assert_uint_eq(s.next, 9);
     mproc_iter_free(it);
     /* Let exactly those finish, so the gate is empty afterwards. */
-    gate_release(6, 'b');
+    gate_release(8, 'b');
     long x = 2;
     mproc_result *r;
     ASSERT_OK(mproc_pool_apply(p, t_long_x2, &x, sizeof x, NULL, &r));
@@ -1681,6 +1688,54 @@ TEST(pool_api_initializer_fails) {
     ASSERT_OK(mproc_pool_join(p, test_ms(10000)));
     mproc_pool_destroy(p);
     ck_assert_uint_lt(test_now_ms() - t0, (uint64_t)test_ms(15000));
+}
+
+/* An initializer that fails only after a while: the deaths come slower
+ * than restart_limit per restart_window_ms, yet every worker fails the
+ * same way, so no item can ever run. The call must still end (broken
+ * pool, or the initializer's failure), not wait for ever. The sleep is
+ * the initializer's "work", not synchronisation. */
+static int init_fail_slowly(void *arg, size_t len) {
+    (void)arg;
+    (void)len;
+    struct timespec ts = {0, 150 * 1000 * 1000};
+    nanosleep(&ts, NULL);
+    return 1;
+}
+
+TEST(pool_api_initializer_fails_slowly) {
+    mproc_pool *p = NULL;
+    int rc = mproc_pool_create(
+        &p, &(mproc_pool_opts){.nworkers = 1, .initializer = init_fail_slowly});
+    if (rc != 0) {
+        ck_assert_msg(rc == MPROC_EWORKERINIT || rc == MPROC_EBROKEN,
+                      "create returned %s", mproc_err_name(rc));
+        ck_assert_ptr_null(p);
+        return;
+    }
+    mproc_buf none[2] = {{NULL, 0}};
+    mproc_result *r = NULL;
+    rc = mproc_pool_map_async(p, t_nothing, none, 2, NULL, &r);
+    if (rc == 0) {
+        rc = mproc_result_wait(r, test_ms(10000));
+        mproc_pool_stats st;
+        ASSERT_OK(mproc_pool_get_stats(p, &st));
+        int s0 = mproc_result_status(r, 0);
+        mproc_result_free(r);
+        mproc_pool_destroy(p);
+        ck_assert_msg(rc == 0,
+                      "map over a pool whose initializer always fails did "
+                      "not end in 10 s (%llu workers started, %llu died, "
+                      "broken %d)",
+                      (unsigned long long)st.workers_started,
+                      (unsigned long long)st.workers_died, st.broken);
+        ck_assert_msg(s0 == MPROC_EBROKEN || s0 == MPROC_EWORKERINIT,
+                      "item status %s", mproc_err_name(s0));
+        return;
+    }
+    mproc_pool_destroy(p);
+    ck_assert_msg(rc == MPROC_EBROKEN || rc == MPROC_EWORKERINIT,
+                  "map returned %s", mproc_err_name(rc));
 }
 
 /* ---- max_tasks_per_child ------------------------------------------------ */
@@ -2396,6 +2451,44 @@ TEST(pool_api_result_sizes) {
     (void)mproc_result_data(r, 0, &len);
     ck_assert_uint_eq(len, 0);
     ck_assert_ptr_null(mproc_result_errmsg(r, 0));
+    mproc_result_free(r);
+    pool_end(p);
+}
+
+/* Typed maps with zero-sized elements: no input (the index is the input),
+ * or no output (side effects or failure only). */
+static int e_fail_7(mproc_task *t, const void *in, void *out) {
+    (void)in;
+    (void)out;
+    if (mproc_task_index(t) == 7)
+        return mproc_task_fail(t, "item 7");
+    return 0;
+}
+
+TEST(pool_api_zero_size_elements) {
+    mproc_pool *p = pool_new(2);
+    enum { N = 10 };
+    mproc_result *r;
+    long out[N];
+    ASSERT_OK(mproc_pool_map_array(p, e_index, NULL, N, 0, out, sizeof *out,
+                                   &(mproc_call_opts){.chunksize = 3}, &r));
+    for (long i = 0; i < N; i++)
+        ck_assert_int_eq(out[i], i);
+    mproc_result_free(r);
+
+    ASSERT_ERR(mproc_pool_map_array(p, e_fail_7, NULL, N, 0, NULL, 0,
+                                    &(mproc_call_opts){.chunksize = 4}, &r),
+               MPROC_ETASK);
+    ck_assert_uint_eq(mproc_result_count(r), N);
+    for (size_t i = 0; i < N; i++)
+        ASSERT_ERR(mproc_result_status(r, i), i == 7 ? MPROC_ETASK : 0);
+    ck_assert_str_eq(mproc_result_errmsg(r, 7), "item 7");
+    mproc_result_free(r);
+
+    long in[N] = {0};
+    ASSERT_OK(
+        mproc_pool_starmap(p, e_fail_7, in, 5, sizeof *in, NULL, 0, NULL, &r));
+    ck_assert_int_eq(mproc_result_successful(r), 1);
     mproc_result_free(r);
     pool_end(p);
 }

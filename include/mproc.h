@@ -226,9 +226,9 @@ typedef int (*mproc_result_cb)(mproc_result *r, void *arg);
 typedef void (*mproc_progress_cb)(size_t done, size_t total, void *arg);
 
 typedef struct mproc_pool_opts {
-    int nworkers;            /* default mproc_cpu_count_available() */
+    int nworkers;              /* default mproc_cpu_count_available() */
     mproc_init_fn initializer; /* default none */
-    const void *initarg;     /* bytes copied to each worker's initializer */
+    const void *initarg;       /* bytes copied to each worker's initializer */
     size_t initarg_len;
     int max_tasks_per_child; /* replace a worker after this many items;
                                 default 0 = never */
@@ -256,19 +256,19 @@ enum mproc_progress_mode {
 
 /* Per-call options (NULL: all defaults). */
 typedef struct mproc_call_opts {
-    size_t chunksize;        /* items per message; default: Python's
-                                heuristic, ceil(n / (4 * nworkers)) */
-    long task_timeout_ms;    /* default: the pool's; negative: none */
-    int retries;             /* default: the pool's; negative: none */
+    size_t chunksize;     /* items per message; default: Python's
+                             heuristic, ceil(n / (4 * nworkers)) */
+    long task_timeout_ms; /* default: the pool's; negative: none */
+    int retries;          /* default: the pool's; negative: none */
     mproc_result_cb on_success;
     mproc_result_cb on_error;
     void *cb_arg;
-    int progress;            /* MPROC_PROGRESS_* */
+    int progress; /* MPROC_PROGRESS_* */
     mproc_progress_cb on_progress;
     void *progress_arg;
-    size_t max_in_flight;    /* imap only: items submitted but not yet
-                                consumed; default 4 * nworkers * chunksize */
-    int unordered;           /* imap only: nonzero = imap_unordered */
+    size_t max_in_flight; /* imap only: items submitted but not yet
+                             consumed; default 4 * nworkers * chunksize */
+    int unordered;        /* imap only: nonzero = imap_unordered */
 } mproc_call_opts;
 
 /* Create a pool and start its workers. MPROC_EINVAL for nonsense options
@@ -302,9 +302,9 @@ MPROC_API int mproc_pool_map_async(mproc_pool *p, mproc_fn fn,
                                    const mproc_buf *items, size_t n,
                                    const mproc_call_opts *o,
                                    mproc_result **out);
-MPROC_API int mproc_pool_map(mproc_pool *p, mproc_fn fn,
-                             const mproc_buf *items, size_t n,
-                             const mproc_call_opts *o, mproc_result **out);
+MPROC_API int mproc_pool_map(mproc_pool *p, mproc_fn fn, const mproc_buf *items,
+                             size_t n, const mproc_call_opts *o,
+                             mproc_result **out);
 
 /* Map, typed fast path: fn(in[i]) -> out[i] for n elements of in_size and
  * out_size bytes. Neither array is copied: the input is read when its chunk
@@ -312,23 +312,19 @@ MPROC_API int mproc_pool_map(mproc_pool *p, mproc_fn fn,
  * arrays must therefore stay valid until the handle is ready (or freed). A
  * failed item's out slot is left zeroed. starmap is the same call over an
  * array of argument structs. */
-MPROC_API int mproc_pool_map_array_async(mproc_pool *p, mproc_elem_fn fn,
-                                         const void *in, size_t n,
-                                         size_t in_size, void *out,
-                                         size_t out_size,
-                                         const mproc_call_opts *o,
-                                         mproc_result **res);
+MPROC_API int
+mproc_pool_map_array_async(mproc_pool *p, mproc_elem_fn fn, const void *in,
+                           size_t n, size_t in_size, void *out, size_t out_size,
+                           const mproc_call_opts *o, mproc_result **res);
 MPROC_API int mproc_pool_map_array(mproc_pool *p, mproc_elem_fn fn,
                                    const void *in, size_t n, size_t in_size,
                                    void *out, size_t out_size,
                                    const mproc_call_opts *o,
                                    mproc_result **res);
-MPROC_API int mproc_pool_starmap_async(mproc_pool *p, mproc_elem_fn fn,
-                                       const void *args, size_t n,
-                                       size_t args_size, void *out,
-                                       size_t out_size,
-                                       const mproc_call_opts *o,
-                                       mproc_result **res);
+MPROC_API int
+mproc_pool_starmap_async(mproc_pool *p, mproc_elem_fn fn, const void *args,
+                         size_t n, size_t args_size, void *out, size_t out_size,
+                         const mproc_call_opts *o, mproc_result **res);
 MPROC_API int mproc_pool_starmap(mproc_pool *p, mproc_elem_fn fn,
                                  const void *args, size_t n, size_t args_size,
                                  void *out, size_t out_size,
@@ -349,9 +345,9 @@ MPROC_API int mproc_pool_imap(mproc_pool *p, mproc_fn fn,
 /* One item of an imap. data/errmsg stay valid until the next call on the
  * iterator. */
 typedef struct mproc_item {
-    size_t index;       /* position in the input */
-    int status;         /* 0 or the item's error code */
-    const void *data;   /* result bytes (NULL when failed) */
+    size_t index;     /* position in the input */
+    int status;       /* 0 or the item's error code */
+    const void *data; /* result bytes (NULL when failed) */
     size_t len;
     const char *errmsg; /* NULL when status == 0 */
 } mproc_item;
@@ -387,7 +383,7 @@ typedef struct mproc_pool_stats {
     uint64_t items_done;      /* items with an outcome */
     uint64_t items_failed;
     uint64_t items_retried;
-    int broken;               /* 1 once the restart limit was hit */
+    int broken; /* 1 once the restart limit was hit */
 } mproc_pool_stats;
 MPROC_API int mproc_pool_get_stats(mproc_pool *p, mproc_pool_stats *st);
 
@@ -400,7 +396,7 @@ MPROC_API int mproc_result_wait(mproc_result *r, long timeout_ms);
 /* Wait, then return 0 when every item succeeded, else the first failing
  * item's code. MPROC_ETIMEDOUT if not ready in time. */
 MPROC_API int mproc_result_get(mproc_result *r, long timeout_ms);
-MPROC_API int mproc_result_ready(mproc_result *r);      /* 1 or 0 */
+MPROC_API int mproc_result_ready(mproc_result *r); /* 1 or 0 */
 /* 1 when ready and every item succeeded, 0 when ready with a failure,
  * MPROC_ENOTREADY before that (Python raises ValueError). */
 MPROC_API int mproc_result_successful(mproc_result *r);
@@ -409,8 +405,7 @@ MPROC_API size_t mproc_result_count(const mproc_result *r);
  * bytes form (NULL for the typed form or a failure), error message (NULL on
  * success). Pointers stay valid until mproc_result_free(). */
 MPROC_API int mproc_result_status(mproc_result *r, size_t i);
-MPROC_API const void *mproc_result_data(mproc_result *r, size_t i,
-                                        size_t *len);
+MPROC_API const void *mproc_result_data(mproc_result *r, size_t i, size_t *len);
 MPROC_API const char *mproc_result_errmsg(mproc_result *r, size_t i);
 /* Free the handle. Freeing before it is ready is allowed: the work goes on
  * and its results are dropped (callbacks still run). */

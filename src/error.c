@@ -45,7 +45,7 @@ unsigned mproc_version(void) {
     return MPROC_VERSION_HEX;
 }
 
-#define MPROC_STR_(x) #x
+#define MPROC_STR_(x)  #x
 #define MPROC_XSTR_(x) MPROC_STR_(x)
 const char *mproc_version_string(void) {
     return MPROC_XSTR_(MPROC_VERSION_MAJOR) "." MPROC_XSTR_(

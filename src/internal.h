@@ -25,12 +25,12 @@
 /* EINTR policy: reads, writes and waits are retried; close() never is and
  * EINTR from it counts as success; calls with a deadline recompute the time
  * left before retrying. Every fd is born close-on-exec. */
-int mproc__close(int fd);             /* keeps errno intact; fd < 0 is a no-op */
+int mproc__close(int fd); /* keeps errno intact; fd < 0 is a no-op */
 ssize_t mproc__read_full(int fd, void *buf, size_t len);
 ssize_t mproc__write_full(int fd, const void *buf, size_t len);
 int mproc__socketpair_seqpacket(int sv[2]); /* SOCK_SEQPACKET|SOCK_CLOEXEC */
 int mproc__set_nonblock(int fd, bool on);
-int mproc__pidfd_open(pid_t pid);     /* -errno on failure */
+int mproc__pidfd_open(pid_t pid); /* -errno on failure */
 int mproc__pidfd_send_signal(int pidfd, int sig);
 int mproc__memfd(const char *name, size_t size); /* sealed against resize */
 
@@ -52,12 +52,13 @@ struct timespec mproc__ts_from_ns(uint64_t ns);
  * mproc__recv_msg returns the message length, 0 at EOF, or -errno; a
  * truncated message is -EMSGSIZE (its fds are closed). */
 #define MPROC__MAX_FDS 4
-ssize_t mproc__send_msg(int sock, const void *buf, size_t len,
-                        const int *fds, int nfds);
+ssize_t mproc__send_msg(int sock, const void *buf, size_t len, const int *fds,
+                        int nfds);
 ssize_t mproc__recv_msg(int sock, void *buf, size_t cap, int *fds, int maxfds,
                         int *nfds, int flags);
 
-/* ---- ident.c: who am I ---------------------------------------------------- */
+/* ---- ident.c: who am I ----------------------------------------------------
+ */
 
 /* Called in a freshly forked child to record its identity (name copied). */
 void mproc__ident_set_child(const char *name, pid_t parent_pid,
@@ -65,12 +66,14 @@ void mproc__ident_set_child(const char *name, pid_t parent_pid,
 /* Number the next Process ("Process-N"). */
 unsigned mproc__next_process_number(void);
 
-/* ---- child setup shared by Process and pool workers ----------------------- */
+/* ---- child setup shared by Process and pool workers -----------------------
+ */
 
 /* Reset signal dispositions and the mask to defaults in a new child. */
 void mproc__child_reset_signals(void);
 
-/* ---- zygote.c: the fork server -------------------------------------------- */
+/* ---- zygote.c: the fork server --------------------------------------------
+ */
 
 /* A connection to the fork server, one per pool. */
 typedef struct mproc__zconn {
@@ -87,32 +90,37 @@ void mproc__zygote_forget(void);
 /* Ask for a worker: chan_fd is the worker's end of its channel, page_fd its
  * status page. The reply (pid, pidfd) arrives asynchronously on zc->fd as a
  * mproc__zmsg of type ZMSG_SPAWNED. */
-int mproc__zygote_request_spawn(mproc__zconn *zc, uint32_t slot,
-                                int chan_fd, int page_fd);
+int mproc__zygote_request_spawn(mproc__zconn *zc, uint32_t slot, int chan_fd,
+                                int page_fd);
 
 /* Messages from the server on a pool's connection. */
-enum { MPROC__ZMSG_SPAWN = 1, MPROC__ZMSG_SPAWNED, MPROC__ZMSG_EXITED,
-       MPROC__ZMSG_SPAWN_FAILED };
+enum {
+    MPROC__ZMSG_SPAWN = 1,
+    MPROC__ZMSG_SPAWNED,
+    MPROC__ZMSG_EXITED,
+    MPROC__ZMSG_SPAWN_FAILED
+};
 typedef struct mproc__zmsg {
     uint32_t type;
-    uint32_t slot;   /* the pool's worker slot the message is about */
+    uint32_t slot; /* the pool's worker slot the message is about */
     int32_t pid;
-    int32_t status;  /* wait status for EXITED; -errno for SPAWN_FAILED */
+    int32_t status; /* wait status for EXITED; -errno for SPAWN_FAILED */
 } mproc__zmsg;
 
 /* worker.c: the body the server runs in each forked worker; never returns.
  */
 void mproc__worker_main(int chan_fd, int page_fd) __attribute__((noreturn));
 
-/* ---- worker status page --------------------------------------------------- */
+/* ---- worker status page ---------------------------------------------------
+ */
 
 /* One page shared between a worker and the pool's result thread, mapped from
  * a memfd. The worker writes, the pool reads; fields are atomics so a torn
  * read cannot happen. It tells the pool which item a dying worker held and
  * whether it died of its memory limit. */
 typedef struct mproc__page {
-    _Atomic uint64_t chunk_id;   /* chunk being run, 0 when idle */
-    _Atomic uint64_t item;       /* index within the chunk being run */
+    _Atomic uint64_t chunk_id; /* chunk being run, 0 when idle */
+    _Atomic uint64_t item;     /* index within the chunk being run */
     _Atomic uint64_t item_start_ns;
     _Atomic uint32_t mem_exhausted; /* set by the fault handler */
     _Atomic uint32_t pad_;

@@ -70,8 +70,8 @@ int mproc_pool_map_async(mproc_pool *p, mproc_fn fn, const mproc_buf *items,
     return submit(p, r, o, out);
 }
 
-int mproc_pool_map(mproc_pool *p, mproc_fn fn, const mproc_buf *items,
-                   size_t n, const mproc_call_opts *o, mproc_result **out) {
+int mproc_pool_map(mproc_pool *p, mproc_fn fn, const mproc_buf *items, size_t n,
+                   const mproc_call_opts *o, mproc_result **out) {
     int err = mproc_pool_map_async(p, fn, items, n, o, out);
     return err ? err : wait_sync(*out);
 }
@@ -96,10 +96,10 @@ int mproc_pool_apply(mproc_pool *p, mproc_fn fn, const void *arg, size_t len,
     return err ? err : wait_sync(*out);
 }
 
-int mproc_pool_map_array_async(mproc_pool *p, mproc_elem_fn fn,
-                               const void *in, size_t n, size_t in_size,
-                               void *out, size_t out_size,
-                               const mproc_call_opts *o, mproc_result **res) {
+int mproc_pool_map_array_async(mproc_pool *p, mproc_elem_fn fn, const void *in,
+                               size_t n, size_t in_size, void *out,
+                               size_t out_size, const mproc_call_opts *o,
+                               mproc_result **res) {
     if (res)
         *res = NULL;
     if (!p || !fn || !res)
@@ -134,10 +134,10 @@ int mproc_pool_map_array(mproc_pool *p, mproc_elem_fn fn, const void *in,
     return err ? err : wait_sync(*res);
 }
 
-int mproc_pool_starmap_async(mproc_pool *p, mproc_elem_fn fn,
-                             const void *args, size_t n, size_t args_size,
-                             void *out, size_t out_size,
-                             const mproc_call_opts *o, mproc_result **res) {
+int mproc_pool_starmap_async(mproc_pool *p, mproc_elem_fn fn, const void *args,
+                             size_t n, size_t args_size, void *out,
+                             size_t out_size, const mproc_call_opts *o,
+                             mproc_result **res) {
     return mproc_pool_map_array_async(p, fn, args, n, args_size, out, out_size,
                                       o, res);
 }

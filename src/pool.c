@@ -39,13 +39,14 @@ enum { EV_WAKE = 1, EV_ZYGOTE, EV_CHAN };
 
 static atomic_uint worker_counter; /* N of "PoolWorker-N", program-wide */
 
-/* ---- options and creation -------------------------------------------------- */
+/* ---- options and creation --------------------------------------------------
+ */
 
 static int fill_defaults(mproc_pool_opts *o) {
     if (o->nworkers < 0 || o->max_tasks_per_child < 0 ||
-        o->task_timeout_ms < 0 || o->retries < 0 ||
-        o->restart_window_ms < 0 || o->terminate_grace_ms < 0 ||
-        (o->initarg_len && !o->initarg) || (o->initarg && !o->initializer))
+        o->task_timeout_ms < 0 || o->retries < 0 || o->restart_window_ms < 0 ||
+        o->terminate_grace_ms < 0 || (o->initarg_len && !o->initarg) ||
+        (o->initarg && !o->initializer))
         return MPROC_EINVAL;
     if (o->initarg_len > (size_t)1 << 30)
         return MPROC_ETOOBIG;
@@ -211,7 +212,8 @@ fail:
     return err;
 }
 
-/* ---- spawning ----------------------------------------------------------------- */
+/* ---- spawning
+ * ----------------------------------------------------------------- */
 
 static int send_init(mproc_pool *p, int chan, int slot) {
     mproc__init_payload ip;
@@ -224,8 +226,7 @@ static int send_init(mproc_pool *p, int chan, int slot) {
     ip.initializer = (uint64_t)(uintptr_t)p->o.initializer;
     ip.initarg_len = p->o.initarg_len;
     ip.parent_pid = (int32_t)getpid();
-    snprintf(ip.parent_name, sizeof ip.parent_name, "%s",
-             mproc_current_name());
+    snprintf(ip.parent_name, sizeof ip.parent_name, "%s", mproc_current_name());
     return mproc__wire_send(chan, MPROC__MSG_INIT, 0, 0, &ip, sizeof ip,
                             p->initarg, p->o.initarg_len);
 }
@@ -271,7 +272,8 @@ fail:
     return err;
 }
 
-/* ---- queue and dispatch ------------------------------------------------------- */
+/* ---- queue and dispatch
+ * ------------------------------------------------------- */
 
 static void q_push_back(mproc_pool *p, mproc__chunk *c) {
     c->next = NULL;
@@ -363,9 +365,8 @@ static int send_chunk(mproc_pool *p, mproc__worker *w, mproc__chunk *c) {
     c->id = ++p->next_chunk_id;
     if (r->kind == MPROC__KIND_TYPED) {
         tp.fn = (uint64_t)(uintptr_t)r->efn;
-        return mproc__wire_send(w->chan, MPROC__MSG_TASK, c->id,
-                                (uint32_t)c->n, &tp, sizeof tp,
-                                r->in + c->first * r->in_size,
+        return mproc__wire_send(w->chan, MPROC__MSG_TASK, c->id, (uint32_t)c->n,
+                                &tp, sizeof tp, r->in + c->first * r->in_size,
                                 c->n * r->in_size);
     }
     tp.fn = (uint64_t)(uintptr_t)r->fn;
@@ -379,8 +380,8 @@ static int send_chunk(mproc_pool *p, mproc__worker *w, mproc__chunk *c) {
         memcpy(h + sizeof tp + i * sizeof l, &l, sizeof l);
     }
     size_t a = r->in_off[c->first], b = r->in_off[c->first + c->n];
-    int err = mproc__wire_send(w->chan, MPROC__MSG_TASK, c->id,
-                               (uint32_t)c->n, h, hl, r->in_buf + a, b - a);
+    int err = mproc__wire_send(w->chan, MPROC__MSG_TASK, c->id, (uint32_t)c->n,
+                               h, hl, r->in_buf + a, b - a);
     free(h);
     return err;
 }
@@ -417,14 +418,14 @@ static void dispatch(mproc_pool *p, cbq *q) {
     }
 }
 
-/* ---- messages from workers ---------------------------------------------------- */
+/* ---- messages from workers
+ * ---------------------------------------------------- */
 
 /* Check and store a RESULT. 0, or MPROC_EPROTO if the worker lied. */
 static int take_result(mproc_pool *p, cbq *q, mproc__worker *w,
                        const mproc__msg *m) {
     mproc__chunk *c = w->chunk;
-    if (w->state != W_BUSY || !c || m->hdr.id != c->id ||
-        m->hdr.nitems != c->n)
+    if (w->state != W_BUSY || !c || m->hdr.id != c->id || m->hdr.nitems != c->n)
         return MPROC_EPROTO;
     mproc_result *r = c->res;
     size_t n = c->n, len = (size_t)m->hdr.len;
@@ -471,8 +472,7 @@ static int take_result(mproc_pool *p, cbq *q, mproc__worker *w,
             doff = i * r->out_size;
         if (code == 0 && typed) {
             if (!r->user_freed && r->out_size)
-                memcpy(r->out + idx * r->out_size, data + doff,
-                       r->out_size);
+                memcpy(r->out + idx * r->out_size, data + doff, r->out_size);
         } else if (code == 0 && !r->user_freed) {
             d = malloc(h.datalen ? (size_t)h.datalen : 1);
             if (d)
@@ -572,7 +572,8 @@ static void drain_chan(mproc_pool *p, cbq *q, int slot) {
     }
 }
 
-/* ---- deaths and faults -------------------------------------------------------- */
+/* ---- deaths and faults
+ * -------------------------------------------------------- */
 
 static void describe_death(const mproc_pool *p, const mproc__worker *w,
                            const mproc__chunk *c, int status, int *code,
@@ -581,8 +582,7 @@ static void describe_death(const mproc_pool *p, const mproc__worker *w,
     if (w->killed == KILL_TIMEOUT) {
         *code = MPROC_ETASKTIMEOUT;
         snprintf(msg, cap, "task timed out after %llu ms; worker %d killed",
-                 (unsigned long long)(c->res->timeout_ns / 1000000u),
-                 pid);
+                 (unsigned long long)(c->res->timeout_ns / 1000000u), pid);
     } else if (w->killed == KILL_TERMINATE) {
         *code = MPROC_ECANCELLED;
         snprintf(msg, cap, "pool terminated");
@@ -669,8 +669,8 @@ static void fault_chunk(mproc_pool *p, cbq *q, mproc__worker *w, int status) {
         mproc__chunk *one = sub_chunk(c, idx, 1);
         if (one)
             q_push_front(p, one);
-        mproc_log(MPROC_LOG_INFO, "item %zu: %s; retrying (%d of %d)", idx,
-                  msg, r->attempts[idx], r->retries);
+        mproc_log(MPROC_LOG_INFO, "item %zu: %s; retrying (%d of %d)", idx, msg,
+                  r->attempts[idx], r->retries);
     } else {
         mproc_log(MPROC_LOG_INFO, "item %zu: %s", idx, msg);
         if (mproc__result_set(r, idx, code, NULL, 0, strdup(msg)))
@@ -704,10 +704,10 @@ static void count_death(mproc_pool *p) {
 static void worker_gone(mproc_pool *p, cbq *q, int slot, int status) {
     mproc__worker *w = &p->w[slot];
     drain_chan(p, q, slot); /* a last RESULT may be waiting */
-    int expected = (w->state == W_EXITING && !w->chunk &&
-                    w->killed == KILL_NONE && WIFEXITED(status) &&
-                    WEXITSTATUS(status) == 0) ||
-                   w->killed == KILL_TERMINATE;
+    int expected =
+        (w->state == W_EXITING && !w->chunk && w->killed == KILL_NONE &&
+         WIFEXITED(status) && WEXITSTATUS(status) == 0) ||
+        w->killed == KILL_TERMINATE;
     if (w->chunk)
         fault_chunk(p, q, w, status);
     if (!expected)
@@ -725,11 +725,12 @@ static void zygote_event(mproc_pool *p, cbq *q) {
     for (;;) {
         mproc__zmsg m;
         int fd = -1, nfd = 0;
-        ssize_t n = mproc__recv_msg(p->zc.fd, &m, sizeof m, &fd, 1, &nfd,
-                                    MSG_DONTWAIT);
+        ssize_t n =
+            mproc__recv_msg(p->zc.fd, &m, sizeof m, &fd, 1, &nfd, MSG_DONTWAIT);
         if (n == -EAGAIN)
             return;
-        if (n <= 0 || (size_t)n != sizeof m || m.slot >= (uint32_t)p->o.nworkers) {
+        if (n <= 0 || (size_t)n != sizeof m ||
+            m.slot >= (uint32_t)p->o.nworkers) {
             mproc__close(fd);
             if (n > 0)
                 continue;
@@ -779,7 +780,8 @@ static void zygote_event(mproc_pool *p, cbq *q) {
     }
 }
 
-/* ---- the thread's loop -------------------------------------------------------- */
+/* ---- the thread's loop
+ * -------------------------------------------------------- */
 
 static int live_workers(const mproc_pool *p) {
     int n = 0;
@@ -790,8 +792,8 @@ static int live_workers(const mproc_pool *p) {
 
 /* Replace missing workers, close idle ones when the pool is closing. */
 static void maintain(mproc_pool *p) {
-    int want = !p->broken && (p->state == P_OPEN ||
-                              (p->state == P_CLOSED && p->qhead));
+    int want = !p->broken &&
+               (p->state == P_OPEN || (p->state == P_CLOSED && p->qhead));
     for (int i = 0; i < p->o.nworkers; i++) {
         mproc__worker *w = &p->w[i];
         if (w->state == W_EMPTY && want && p->zc.fd >= 0) {
@@ -912,8 +914,8 @@ static void *pool_thread(void *arg) {
         maintain(p);
         dispatch(p, &q);
         run_callbacks(p, &q);
-        if ((p->state == P_CLOSED || p->state == P_TERMINATING) &&
-            !p->qhead && live_workers(p) == 0) {
+        if ((p->state == P_CLOSED || p->state == P_TERMINATING) && !p->qhead &&
+            live_workers(p) == 0) {
             p->state = P_DONE;
             pthread_cond_broadcast(&p->cond);
             break;
@@ -955,7 +957,8 @@ void mproc__pool_wake(mproc_pool *p) {
     MPROC_UNUSED(n); /* EAGAIN: a wake-up is already pending */
 }
 
-/* ---- close, join, terminate, destroy -------------------------------------------- */
+/* ---- close, join, terminate, destroy
+ * -------------------------------------------- */
 
 int mproc_pool_close(mproc_pool *p) {
     if (!p)
@@ -1031,7 +1034,8 @@ void mproc_pool_destroy(mproc_pool *p) {
     pool_free(p);
 }
 
-/* ---- submission --------------------------------------------------------------- */
+/* ---- submission
+ * --------------------------------------------------------------- */
 
 int mproc__pool_submit(mproc_pool *p, mproc_result *r, size_t chunksize) {
     pthread_mutex_lock(&p->mu);
@@ -1084,7 +1088,8 @@ int mproc__pool_submit(mproc_pool *p, mproc_result *r, size_t chunksize) {
     return 0;
 }
 
-/* ---- queries ------------------------------------------------------------------ */
+/* ---- queries
+ * ------------------------------------------------------------------ */
 
 int mproc_pool_size(const mproc_pool *p) {
     return p ? p->o.nworkers : MPROC_EINVAL;

@@ -26,38 +26,38 @@ typedef struct mproc__chunk {
 } mproc__chunk;
 
 struct mproc_result {
-    mproc_pool *pool;       /* NULL once the pool is destroyed */
+    mproc_pool *pool; /* NULL once the pool is destroyed */
     struct mproc_result *next_live, *prev_live; /* pool's list */
-    int kind;               /* MPROC__KIND_* */
+    int kind;                                   /* MPROC__KIND_* */
     size_t n, done;
     int first_error;
-    int *status;            /* per item; MPROC_ENOTREADY while pending */
-    char **errmsg;          /* per item, NULL on success */
-    void **data;            /* bytes form: per item result */
+    int *status;   /* per item; MPROC_ENOTREADY while pending */
+    char **errmsg; /* per item, NULL on success */
+    void **data;   /* bytes form: per item result */
     size_t *len;
-    uint8_t *attempts;      /* retries used per item */
+    uint8_t *attempts; /* retries used per item */
     /* input */
     mproc_fn fn;
     mproc_elem_fn efn;
-    unsigned char *in_buf;  /* bytes form: copied arguments */
-    size_t *in_off;         /* n + 1 offsets into in_buf */
-    const unsigned char *in;/* typed form: the caller's arrays */
+    unsigned char *in_buf;   /* bytes form: copied arguments */
+    size_t *in_off;          /* n + 1 offsets into in_buf */
+    const unsigned char *in; /* typed form: the caller's arrays */
     size_t in_size;
     unsigned char *out;
     size_t out_size;
     /* per-call settings */
-    uint64_t timeout_ns;    /* 0 = none */
+    uint64_t timeout_ns; /* 0 = none */
     int retries;
     mproc_result_cb on_success, on_error;
     void *cb_arg;
     mproc__progress progress;
     int want_progress;
-    int user_freed;         /* freed before ready: drop when done */
+    int user_freed; /* freed before ready: drop when done */
     int progress_queued;
     int empty_noted;
     int callbacks_done;
-    mproc_iter *iter;       /* imap batch: the iterator to wake */
-    size_t index_base;      /* imap batch: index of its first item */
+    mproc_iter *iter;  /* imap batch: the iterator to wake */
+    size_t index_base; /* imap batch: index of its first item */
 };
 
 enum wstate {
@@ -66,7 +66,7 @@ enum wstate {
     W_STARTING,  /* INIT sent, waiting for READY */
     W_IDLE,
     W_BUSY,
-    W_EXITING    /* told to go (or going by itself); waiting for EXITED */
+    W_EXITING /* told to go (or going by itself); waiting for EXITED */
 };
 
 enum kill_reason { KILL_NONE = 0, KILL_TIMEOUT, KILL_TERMINATE, KILL_PROTO };
@@ -75,11 +75,11 @@ typedef struct mproc__worker {
     enum wstate state;
     pid_t pid;
     int pidfd;
-    int chan;              /* our end of the channel; -1 when closed */
+    int chan; /* our end of the channel; -1 when closed */
     mproc__page *page;
-    mproc__chunk *chunk;   /* the chunk it runs, while BUSY */
-    uint64_t sent_ns;      /* when the chunk was sent */
-    uint64_t items_sent;   /* for max_tasks_per_child */
+    mproc__chunk *chunk; /* the chunk it runs, while BUSY */
+    uint64_t sent_ns;    /* when the chunk was sent */
+    uint64_t items_sent; /* for max_tasks_per_child */
     enum kill_reason killed;
     int chan_eof;
 } mproc__worker;
@@ -87,27 +87,27 @@ typedef struct mproc__worker {
 struct mproc_pool {
     pthread_mutex_t mu;
     pthread_cond_t cond;
-    pthread_t thread;       /* the result thread */
+    pthread_t thread; /* the result thread */
     int thread_started;
-    int wake_fd;            /* eventfd: new work or a state change */
+    int wake_fd; /* eventfd: new work or a state change */
     int epfd;
     mproc__zconn zc;
 
-    mproc_pool_opts o;      /* with defaults filled in */
-    void *initarg;          /* our copy */
-    int *cpus;              /* pinning targets, nworkers of them */
+    mproc_pool_opts o; /* with defaults filled in */
+    void *initarg;     /* our copy */
+    int *cpus;         /* pinning targets, nworkers of them */
     mproc__worker *w;
     unsigned char *rxbuf;
 
     mproc__chunk *qhead, *qtail; /* chunks waiting for a worker */
     uint64_t next_chunk_id;
-    mproc_result *live;     /* results not yet complete, or not yet freed */
+    mproc_result *live; /* results not yet complete, or not yet freed */
 
     enum { P_OPEN, P_CLOSED, P_TERMINATING, P_DONE } state;
     int broken;
     int empty_pending;
     uint64_t spawn_failures; /* SPAWN_FAILED reports */
-    int spawn_err;      /* a call over zero items awaits callbacks */
+    int spawn_err;           /* a call over zero items awaits callbacks */
     const char *broken_why;
     uint64_t term_deadline; /* when SIGTERM turns into SIGKILL */
     uint64_t *deaths;       /* ring of recent death times */
@@ -117,8 +117,8 @@ struct mproc_pool {
 
 typedef struct mproc__batch {
     mproc_result *r;
-    size_t handed;    /* items handed out */
-    uint8_t *taken;   /* unordered: per item, handed out */
+    size_t handed;  /* items handed out */
+    uint8_t *taken; /* unordered: per item, handed out */
 } mproc__batch;
 
 struct mproc_iter {
@@ -128,10 +128,10 @@ struct mproc_iter {
     void *source_arg;
     mproc_call_opts o;
     size_t chunksize, max_in_flight;
-    size_t pulled;          /* inputs taken from the source */
-    size_t in_flight;       /* submitted and not yet handed out */
-    int source_done, err;   /* err: the source's or a submission's */
-    mproc__batch *b;        /* submitted batches, oldest first */
+    size_t pulled;        /* inputs taken from the source */
+    size_t in_flight;     /* submitted and not yet handed out */
+    int source_done, err; /* err: the source's or a submission's */
+    mproc__batch *b;      /* submitted batches, oldest first */
     size_t nb, capb;
 };
 

@@ -37,8 +37,8 @@ mproc_result *mproc__result_new(mproc_pool *p, int kind, size_t n,
     }
     for (size_t i = 0; i < n; i++)
         r->status[i] = MPROC_ENOTREADY;
-    long tmo = o && o->task_timeout_ms ? o->task_timeout_ms
-                                       : p->o.task_timeout_ms;
+    long tmo =
+        o && o->task_timeout_ms ? o->task_timeout_ms : p->o.task_timeout_ms;
     r->timeout_ns = tmo > 0 ? mproc__ms_to_ns(tmo) : 0;
     int retries = o && o->retries ? o->retries : p->o.retries;
     r->retries = retries > 0 ? MPROC_MIN(retries, 255) : 0;

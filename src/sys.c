@@ -131,8 +131,8 @@ struct timespec mproc__ts_from_ns(uint64_t ns) {
     return ts;
 }
 
-ssize_t mproc__send_msg(int sock, const void *buf, size_t len,
-                        const int *fds, int nfds) {
+ssize_t mproc__send_msg(int sock, const void *buf, size_t len, const int *fds,
+                        int nfds) {
     struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
     union {
         char buf[CMSG_SPACE(sizeof(int) * MPROC__MAX_FDS)];

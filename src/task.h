@@ -6,12 +6,12 @@
 #include "internal.h"
 
 struct mproc_task {
-    size_t index;        /* item index within its call */
-    size_t max_result;   /* bytes */
-    void *out;           /* typed form: the item's output slot */
-    unsigned char *res;  /* bytes form: result buffer (malloc) */
+    size_t index;       /* item index within its call */
+    size_t max_result;  /* bytes */
+    void *out;          /* typed form: the item's output slot */
+    unsigned char *res; /* bytes form: result buffer (malloc) */
     size_t res_len, res_cap;
-    int failed;          /* set by mproc_task_fail */
+    int failed; /* set by mproc_task_fail */
     int fail_code;
     char msg[1024];
 };

@@ -26,8 +26,8 @@ static int send_memfd(int sock, mproc__hdr *h, const void *a, size_t alen,
     /* pwrite may be short for huge buffers; loop on the bulk part. */
     size_t off = 0;
     while (!err && off < blen) {
-        ssize_t n = pwrite(fd, (const char *)b + off, blen - off,
-                           (off_t)(alen + off));
+        ssize_t n =
+            pwrite(fd, (const char *)b + off, blen - off, (off_t)(alen + off));
         if (n < 0 && errno == EINTR)
             continue;
         if (n <= 0)
@@ -55,7 +55,8 @@ int mproc__wire_send(int sock, uint16_t type, uint64_t id, uint32_t nitems,
                     .len = alen + blen};
     if (alen + blen > MPROC__WIRE_INLINE_MAX)
         return send_memfd(sock, &h, a, alen, b, blen);
-    struct iovec iov[3] = {{&h, sizeof h}, {(void *)a, alen}, {(void *)b, blen}};
+    struct iovec iov[3] = {
+        {&h, sizeof h}, {(void *)a, alen}, {(void *)b, blen}};
     struct msghdr mh = {.msg_iov = iov, .msg_iovlen = 3};
     for (;;) {
         ssize_t n = sendmsg(sock, &mh, MSG_NOSIGNAL);

@@ -15,7 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define MPROC__WIRE_MAGIC 0x4d505243u /* "MPRC" */
+#define MPROC__WIRE_MAGIC   0x4d505243u /* "MPRC" */
 #define MPROC__WIRE_VERSION 1
 /* Payloads up to this size travel inline; the socket buffer (about 208 KiB
  * by default) holds a whole message of this size. */
@@ -38,7 +38,7 @@ typedef struct mproc__hdr {
     uint16_t type;
     uint32_t nitems;
     uint32_t flags;
-    uint64_t id; /* chunk id for TASK and RESULT */
+    uint64_t id;  /* chunk id for TASK and RESULT */
     uint64_t len; /* payload bytes */
 } mproc__hdr;
 
@@ -46,18 +46,18 @@ typedef struct mproc__hdr {
 typedef struct mproc__msg {
     mproc__hdr hdr;
     const unsigned char *payload;
-    void *map;       /* memfd mapping to unmap, or NULL */
+    void *map; /* memfd mapping to unmap, or NULL */
     size_t map_len;
 } mproc__msg;
 
 /* Worker settings carried by INIT, followed by initarg_len bytes. */
 typedef struct mproc__init_payload {
-    uint64_t worker_number;  /* N of "PoolWorker-N" */
-    uint64_t max_tasks;      /* 0 = unlimited */
-    uint64_t mem_limit;      /* bytes, 0 = none */
-    int64_t pin_cpu;         /* -1 = no pinning */
-    uint64_t max_result;     /* bytes */
-    uint64_t initializer;    /* mproc_init_fn, 0 = none */
+    uint64_t worker_number; /* N of "PoolWorker-N" */
+    uint64_t max_tasks;     /* 0 = unlimited */
+    uint64_t mem_limit;     /* bytes, 0 = none */
+    int64_t pin_cpu;        /* -1 = no pinning */
+    uint64_t max_result;    /* bytes */
+    uint64_t initializer;   /* mproc_init_fn, 0 = none */
     uint64_t initarg_len;
     int32_t parent_pid;
     char parent_name[64];

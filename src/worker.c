@@ -215,9 +215,9 @@ static long run_chunk(wstate *w, const mproc__msg *m) {
     }
     atomic_store(&W_page->chunk_id, 0);
     fflush(NULL); /* output the tasks printed appears as they finish */
-    int err = mproc__wire_send(w->chan, MPROC__MSG_RESULT, m->hdr.id,
-                               (uint32_t)n, w->out.p, w->out.len, w->msgs.p,
-                               w->msgs.len);
+    int err =
+        mproc__wire_send(w->chan, MPROC__MSG_RESULT, m->hdr.id, (uint32_t)n,
+                         w->out.p, w->out.len, w->msgs.p, w->msgs.len);
     return err < 0 ? -1 : (long)n;
 }
 

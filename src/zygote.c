@@ -39,7 +39,8 @@
 
 #include "internal.h"
 
-/* ---- the program's side --------------------------------------------------- */
+/* ---- the program's side ---------------------------------------------------
+ */
 
 static pthread_mutex_t zy_lock = PTHREAD_MUTEX_INITIALIZER;
 static int zy_ctl = -1;
@@ -110,8 +111,8 @@ int mproc__zygote_connect(mproc__zconn *zc) {
         return err;
     pthread_mutex_lock(&zy_lock);
     char c = 'C';
-    ssize_t n = zy_ctl >= 0 ? mproc__send_msg(zy_ctl, &c, 1, &sv[1], 1)
-                            : -ECHILD;
+    ssize_t n =
+        zy_ctl >= 0 ? mproc__send_msg(zy_ctl, &c, 1, &sv[1], 1) : -ECHILD;
     pthread_mutex_unlock(&zy_lock);
     mproc__close(sv[1]);
     if (n < 0) {
@@ -135,7 +136,8 @@ int mproc__zygote_request_spawn(mproc__zconn *zc, uint32_t slot, int chan_fd,
     return n < 0 ? (int)n : 0;
 }
 
-/* ---- the zygote's side ---------------------------------------------------- */
+/* ---- the zygote's side ----------------------------------------------------
+ */
 
 /* Everything below runs in the zygote process, which has one thread. */
 

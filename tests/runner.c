@@ -1,9 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Test runner: one Check TCase per entry of the tests/list-*.h files, each in its own
- * process with a timeout and the leak-check fixture.
- *   mproc_tests            run every test
- *   mproc_tests NAME       run one test (what each ctest test does)
+ * Test runner: one Check TCase per entry of the tests/list-*.h files, each in
+ * its own process with a timeout and the leak-check fixture. mproc_tests run
+ * every test mproc_tests NAME       run one test (what each ctest test does)
  *   mproc_tests --list     print the test names
  */
 #include <stdio.h>

@@ -13,8 +13,8 @@
  */
 #include <fcntl.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,14 +33,14 @@ enum {
     DO_ABORT,
     DO_EXIT,
     DO__EXIT,
-    DO_HANG,       /* report the pid on ready_pipe, then pause() */
+    DO_HANG, /* report the pid on ready_pipe, then pause() */
     DO_HANG_NOTERM /* same, with SIGTERM blocked */,
-    DO_OOM,        /* allocate 256 MiB and touch it, no NULL check */
-    DO_OOM_CHECKED,/* same, failing politely when malloc says no */
-    DO_CPU,        /* spin past a 1 s RLIMIT_CPU */
-    DO_GARBAGE,    /* write junk into every socket the worker has */
-    DO_BIG,        /* return more than max_result_bytes */
-    DO_KILL_SELF,  /* SIGKILL its own worker */
+    DO_OOM,         /* allocate 256 MiB and touch it, no NULL check */
+    DO_OOM_CHECKED, /* same, failing politely when malloc says no */
+    DO_CPU,         /* spin past a 1 s RLIMIT_CPU */
+    DO_GARBAGE,     /* write junk into every socket the worker has */
+    DO_BIG,         /* return more than max_result_bytes */
+    DO_KILL_SELF,   /* SIGKILL its own worker */
 };
 
 typedef struct job {
@@ -253,7 +253,8 @@ TEST(fault_memlimit) {
 #if defined(__SANITIZE_ADDRESS__)
     return;
 #endif
-    mproc_pool *p = pool_of(2, &(mproc_pool_opts){.mem_limit_bytes = 64u << 20});
+    mproc_pool *p =
+        pool_of(2, &(mproc_pool_opts){.mem_limit_bytes = 64u << 20});
     long out[10];
     mproc_result *r = map_with(p, 10, 3, DO_OOM, out, NULL);
     check_one_failed(r, out, 10, 3, MPROC_EMEMLIMIT, "memory limit");
@@ -306,10 +307,9 @@ TEST(fault_kill_busy) {
     for (int i = 0; i < N; i++)
         jobs[i] = (job){i == BAD ? DO_HANG : DO_SQUARE, i == BAD ? 0 : i};
     mproc_result *r;
-    ASSERT_OK(mproc_pool_map_array_async(p, job_fn, jobs, N, sizeof *jobs,
-                                         out, sizeof *out,
-                                         &(mproc_call_opts){.chunksize = 4},
-                                         &r));
+    ASSERT_OK(mproc_pool_map_array_async(
+        p, job_fn, jobs, N, sizeof *jobs, out, sizeof *out,
+        &(mproc_call_opts){.chunksize = 4}, &r));
     pid_t victim = wait_ready();
     ck_assert_int_eq(kill(victim, SIGKILL), 0);
     ASSERT_ERR(mproc_result_get(r, test_ms(10000)), MPROC_ECRASHED);
@@ -374,9 +374,9 @@ TEST(fault_restart_storm) {
     for (int i = 0; i < N; i++)
         jobs[i] = (job){DO_SEGV, 0};
     mproc_result *r;
-    int rc = mproc_pool_map_array(p, job_fn, jobs, N, sizeof *jobs, out,
-                                  sizeof *out,
-                                  &(mproc_call_opts){.chunksize = 1}, &r);
+    int rc =
+        mproc_pool_map_array(p, job_fn, jobs, N, sizeof *jobs, out, sizeof *out,
+                             &(mproc_call_opts){.chunksize = 1}, &r);
     ck_assert_int_ne(rc, 0);
     size_t crashed = 0, broken = 0;
     for (size_t i = 0; i < N; i++) {
@@ -466,8 +466,8 @@ TEST(fault_result_too_big) {
 TEST(fault_garbage) {
     mproc_pool *p = pool_of(2, NULL);
     long out[12];
-    mproc_result *r = map_with(p, 12, 4, DO_GARBAGE, out,
-                               &(mproc_call_opts){.chunksize = 1});
+    mproc_result *r =
+        map_with(p, 12, 4, DO_GARBAGE, out, &(mproc_call_opts){.chunksize = 1});
     check_one_failed(r, out, 12, 4, MPROC_EPROTO, "malformed");
     mproc_result_free(r);
     r = map_with(p, 12, 99, DO_SQUARE, out, NULL);
@@ -569,18 +569,16 @@ TEST(fault_sigint_group) {
  * blocked in the tasks; twice; then join. */
 TEST(fault_terminate) {
     make_ready_pipe();
-    mproc_pool *p =
-        pool_of(2, &(mproc_pool_opts){.terminate_grace_ms = 100});
+    mproc_pool *p = pool_of(2, &(mproc_pool_opts){.terminate_grace_ms = 100});
     enum { N = 10000 };
     job *jobs = calloc(N, sizeof *jobs);
     long *out = calloc(N, sizeof *out);
     for (int i = 0; i < N; i++)
         jobs[i] = (job){DO_HANG_NOTERM, 0};
     mproc_result *r;
-    ASSERT_OK(mproc_pool_map_array_async(p, job_fn, jobs, N, sizeof *jobs, out,
-                                         sizeof *out,
-                                         &(mproc_call_opts){.chunksize = 1},
-                                         &r));
+    ASSERT_OK(mproc_pool_map_array_async(
+        p, job_fn, jobs, N, sizeof *jobs, out, sizeof *out,
+        &(mproc_call_opts){.chunksize = 1}, &r));
     wait_ready();
     wait_ready();
     uint64_t t0 = test_now_ms();
@@ -608,10 +606,9 @@ TEST(fault_kill_during_close) {
     for (int i = 0; i < N; i++)
         jobs[i] = (job){i % 10 == 9 ? DO_KILL_SELF : DO_SQUARE, i};
     mproc_result *r;
-    ASSERT_OK(mproc_pool_map_array_async(p, job_fn, jobs, N, sizeof *jobs, out,
-                                         sizeof *out,
-                                         &(mproc_call_opts){.chunksize = 1},
-                                         &r));
+    ASSERT_OK(mproc_pool_map_array_async(
+        p, job_fn, jobs, N, sizeof *jobs, out, sizeof *out,
+        &(mproc_call_opts){.chunksize = 1}, &r));
     ASSERT_OK(mproc_pool_close(p));
     ASSERT_OK(mproc_pool_join(p, test_ms(20000)));
     ck_assert(mproc_result_ready(r));
@@ -661,9 +658,8 @@ TEST(fault_threads_fork) {
     ASSERT_OK(mproc_init());
     pthread_t th[4];
     for (int i = 0; i < 4; i++)
-        ck_assert_int_eq(pthread_create(&th[i], NULL, busy_thread,
-                                        &user_locks[i]),
-                         0);
+        ck_assert_int_eq(
+            pthread_create(&th[i], NULL, busy_thread, &user_locks[i]), 0);
     mproc_pool *p = pool_of(2, &(mproc_pool_opts){.max_tasks_per_child = 3});
     for (int round = 0; round < 200; round++) {
         long in[8], out[8];

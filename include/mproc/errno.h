@@ -28,7 +28,8 @@
     XX(EIO, -EIO, "input/output error")                                        \
     XX(EPIPE, -EPIPE, "broken pipe")                                           \
     XX(ETASK, -4001, "task reported an error")                                 \
-    XX(ECRASHED, -4002, "worker was killed by a signal while running the task")\
+    XX(ECRASHED, -4002,                                                        \
+       "worker was killed by a signal while running the task")                 \
     XX(EEXITED, -4003, "worker exited while running the task")                 \
     XX(ETASKTIMEOUT, -4004, "task ran past its timeout")                       \
     XX(EMEMLIMIT, -4005, "task exceeded the worker memory limit")              \
@@ -47,7 +48,7 @@ enum mproc_errno {
 #define MPROC_ERRNO_ENUM_(name, value, msg) MPROC_##name = (value),
     MPROC_ERRNO_MAP(MPROC_ERRNO_ENUM_)
 #undef MPROC_ERRNO_ENUM_
-    MPROC_ERRNO_MAX_ = -4096
+        MPROC_ERRNO_MAX_ = -4096
 };
 
 #endif /* MPROC_ERRNO_H */

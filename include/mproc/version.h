@@ -3,9 +3,9 @@
 #ifndef MPROC_VERSION_H
 #define MPROC_VERSION_H
 
-#define MPROC_VERSION_MAJOR 0
-#define MPROC_VERSION_MINOR 1
-#define MPROC_VERSION_PATCH 0
+#define MPROC_VERSION_MAJOR      0
+#define MPROC_VERSION_MINOR      1
+#define MPROC_VERSION_PATCH      0
 #define MPROC_VERSION_IS_RELEASE 0
 
 #define MPROC_VERSION_HEX                                                      \

@@ -365,9 +365,9 @@ static int send_chunk(mproc_pool *p, mproc__worker *w, mproc__chunk *c) {
     c->id = ++p->next_chunk_id;
     if (r->kind == MPROC__KIND_TYPED) {
         tp.fn = (uint64_t)(uintptr_t)r->efn;
-        return mproc__wire_send(w->chan, MPROC__MSG_TASK, c->id, (uint32_t)c->n,
-                                &tp, sizeof tp, r->in + c->first * r->in_size,
-                                c->n * r->in_size);
+        return mproc__wire_send(
+            w->chan, MPROC__MSG_TASK, c->id, (uint32_t)c->n, &tp, sizeof tp,
+            r->in ? r->in + c->first * r->in_size : NULL, c->n * r->in_size);
     }
     tp.fn = (uint64_t)(uintptr_t)r->fn;
     size_t hl = sizeof tp + c->n * sizeof(uint64_t);

@@ -56,15 +56,17 @@ int test_wait_gone(pid_t pid, long timeout_ms);
 void test_leak_setup(void);
 void test_leak_teardown(void);
 
-
-
 /* Define a test: TEST(name) { body }. The body may use every ck_assert_*
  * macro. The name must also appear in test-list.h. */
 #define TEST(name)                                                             \
     static void name##_body(void);                                             \
-    START_TEST(name##_ck) { name##_body(); }                                   \
+    START_TEST(name##_ck) {                                                    \
+        name##_body();                                                         \
+    }                                                                          \
     END_TEST                                                                   \
     const TTest *test_get_##name(void);                                        \
-    const TTest *test_get_##name(void) { return name##_ck; }                   \
+    const TTest *test_get_##name(void) {                                       \
+        return name##_ck;                                                      \
+    }                                                                          \
     static void name##_body(void)
 #endif

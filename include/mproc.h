@@ -411,6 +411,339 @@ MPROC_API const char *mproc_result_errmsg(mproc_result *r, size_t i);
  * and its results are dropped (callbacks still run). */
 MPROC_API void mproc_result_free(mproc_result *r);
 
+
+/* ----------------------------------------------------------------------------
+ * Shared state: memory, locks and messages between processes
+ *
+ * Every object below lives in shared memory backed by a sealed memfd: there
+ * is no name under /dev/shm to collide with or to leak, its size cannot be
+ * changed by anyone, and the kernel frees it when the last handle (in any
+ * process) is gone. A handle belongs to the process that created or
+ * attached it; any thread of that process may use it. Free a handle with
+ * its *_free function (a Pipe connection with mproc_conn_close).
+ *
+ * Handing an object to another process
+ *   - To a Process: pass the handle pointer itself in the argument bytes
+ *     (`mproc_value *v; ... mproc_process_create(&p, fn, &v, sizeof v, 0)`).
+ *     The child is a fork, so the handle is valid there as it is.
+ *   - To a pool task, or to a pool's initializer: workers come from the fork
+ *     server, not from you, so a pointer means nothing there. Take a
+ *     reference with mproc_ref_of(), put the mproc_ref (16 plain bytes) in
+ *     the argument, and in the task call mproc_<type>_attach() to get a
+ *     handle of the worker's own; free it before the task returns, or keep
+ *     it for the worker's life (attach in the initializer). The worker
+ *     fetches the object from the process that owns the pool, over the
+ *     worker's channel, so that process must hold a handle to the object
+ *     (created there, or attached there) while tasks attach it.
+ *   - Objects created before the fork server started (see mproc_init) are
+ *     also inherited by every worker, like global variables; attaching
+ *     their reference in a worker needs no fetch.
+ *
+ * When a process dies while holding something
+ *   - Lock, RLock, the lock of a Value or Array, a Condition's lock: the next
+ *     acquirer gets the lock together with MPROC_EOWNERDEAD. The lock works
+ *     normally from then on; only the data it protected may be half-updated.
+ *   - Semaphore: a count is not owned, so a unit taken by a process that
+ *     then dies is lost, as in Python. Waiters time out; nothing hangs if
+ *     timeouts are used.
+ *   - Condition, Event: a waiter that dies inside a wait is simply gone.
+ *   - Barrier: a party that never arrives makes the others' waits time out,
+ *     and a timeout breaks the barrier for every waiter (MPROC_EBROKEN).
+ *   - Queue: a producer killed in the middle of a put delivers nothing; the
+ *     queue goes on for everyone else.
+ *   - Pipe: a peer that exits gives MPROC_EOF to the other end.
+ * ------------------------------------------------------------------------- */
+
+/* A reference to a shared object: plain bytes, safe to copy into a task
+ * argument or a message. */
+typedef struct mproc_ref {
+    uint64_t id;
+    uint32_t kind;
+    uint32_t check;
+} mproc_ref;
+
+/* Reference to any shared handle below (mproc_shm, mproc_value, mproc_array,
+ * mproc_lock, mproc_sem, mproc_cond, mproc_event, mproc_barrier,
+ * mproc_queue, mproc_conn). MPROC_EINVAL for anything else, including the
+ * lock returned by mproc_value_lock() (pass the value's reference). */
+MPROC_API int mproc_ref_of(const void *handle, mproc_ref *out);
+
+/* ---- raw shared memory (Python's shared_memory.SharedMemory) ---- */
+
+typedef struct mproc_shm mproc_shm;
+
+/* size bytes of zeroed shared memory, 64-byte aligned. */
+MPROC_API int mproc_shm_create(mproc_shm **out, size_t size);
+MPROC_API int mproc_shm_attach(mproc_shm **out, const mproc_ref *ref);
+MPROC_API void *mproc_shm_ptr(const mproc_shm *s);
+MPROC_API size_t mproc_shm_size(const mproc_shm *s);
+MPROC_API void mproc_shm_free(mproc_shm *s);
+
+/* ---- Value and Array ---- */
+
+/* Element types (Python's typecodes). MPROC_T_BYTES is an opaque element
+ * of the size given at creation, for structs. */
+typedef enum mproc_type {
+    MPROC_T_BYTES = 0,
+    MPROC_T_CHAR,
+    MPROC_T_SCHAR,
+    MPROC_T_UCHAR,
+    MPROC_T_SHORT,
+    MPROC_T_USHORT,
+    MPROC_T_INT,
+    MPROC_T_UINT,
+    MPROC_T_LONG,
+    MPROC_T_ULONG,
+    MPROC_T_LLONG,
+    MPROC_T_ULLONG,
+    MPROC_T_FLOAT,
+    MPROC_T_DOUBLE,
+    MPROC_T_INT8,
+    MPROC_T_UINT8,
+    MPROC_T_INT16,
+    MPROC_T_UINT16,
+    MPROC_T_INT32,
+    MPROC_T_UINT32,
+    MPROC_T_INT64,
+    MPROC_T_UINT64,
+    MPROC_T_SIZE,
+    MPROC_T_BOOL,
+    MPROC_T_MAX_
+} mproc_type;
+
+/* Size of one element of type t; 0 for MPROC_T_BYTES or an unknown type. */
+MPROC_API size_t mproc_type_size(mproc_type t);
+
+/* Creation flag: no built-in lock (Python's RawValue / RawArray). */
+#define MPROC_NOLOCK 1u
+
+typedef struct mproc_lock mproc_lock;
+typedef struct mproc_value mproc_value;
+typedef struct mproc_array mproc_array;
+
+/* A shared scalar. size is the element size: required for MPROC_T_BYTES,
+ * and 0 or mproc_type_size(type) otherwise. init points to size bytes, or
+ * is NULL for zero. The built-in lock is recursive, as in Python. */
+MPROC_API int mproc_value_create(mproc_value **out, mproc_type type,
+                                 size_t size, const void *init,
+                                 unsigned flags);
+MPROC_API int mproc_value_attach(mproc_value **out, const mproc_ref *ref);
+/* Copy the value out / in, under the built-in lock if there is one. size
+ * must be the element size (MPROC_EINVAL otherwise: the type check).
+ * MPROC_EOWNERDEAD: done, but a process died holding the lock before, so
+ * the value may be half-written. */
+MPROC_API int mproc_value_get(mproc_value *v, void *out, size_t size);
+MPROC_API int mproc_value_set(mproc_value *v, const void *in, size_t size);
+/* Direct access, for use under mproc_value_lock(), like Python's .value
+ * inside `with v.get_lock():`. */
+MPROC_API void *mproc_value_ptr(mproc_value *v);
+/* The built-in lock (Python's get_lock()); NULL for MPROC_NOLOCK. It
+ * belongs to the value: do not free it. */
+MPROC_API mproc_lock *mproc_value_lock(mproc_value *v);
+MPROC_API mproc_type mproc_value_type(const mproc_value *v);
+MPROC_API void mproc_value_free(mproc_value *v);
+
+/* A shared array of n elements (n > 0). init points to n elements, or is
+ * NULL for zeros. Data is 64-byte aligned. */
+MPROC_API int mproc_array_create(mproc_array **out, mproc_type type,
+                                 size_t size, size_t n, const void *init,
+                                 unsigned flags);
+MPROC_API int mproc_array_attach(mproc_array **out, const mproc_ref *ref);
+/* Bounds-checked copy of element i, under the built-in lock if any:
+ * MPROC_ERANGE past the end, MPROC_EINVAL for a wrong size,
+ * MPROC_EOWNERDEAD as for values. */
+MPROC_API int mproc_array_get(mproc_array *a, size_t i, void *out,
+                              size_t size);
+MPROC_API int mproc_array_set(mproc_array *a, size_t i, const void *in,
+                              size_t size);
+/* Direct access to the elements, for speed (no lock, no bounds). */
+MPROC_API void *mproc_array_data(mproc_array *a);
+MPROC_API size_t mproc_array_len(const mproc_array *a);
+MPROC_API size_t mproc_array_elem_size(const mproc_array *a);
+MPROC_API mproc_type mproc_array_type(const mproc_array *a);
+MPROC_API mproc_lock *mproc_array_lock(mproc_array *a); /* NULL if none */
+MPROC_API void mproc_array_free(mproc_array *a);
+
+/* ---- Lock and RLock ---- */
+
+/* A Lock is owned by the thread that acquired it: only that thread may
+ * release it (Python's multiprocessing.Lock lets any process release it;
+ * ownership is what makes owner death detectable). An RLock may be taken
+ * again by its owner and must be released as many times. */
+MPROC_API int mproc_lock_create(mproc_lock **out);
+MPROC_API int mproc_rlock_create(mproc_lock **out);
+MPROC_API int mproc_lock_attach(mproc_lock **out, const mproc_ref *ref);
+/* 0: acquired. MPROC_EOWNERDEAD: acquired, and its previous holder died
+ * holding it. MPROC_ETIMEDOUT. MPROC_EDEADLK: a Lock (not RLock) already
+ * held by the calling thread. */
+MPROC_API int mproc_lock_acquire(mproc_lock *l, long timeout_ms);
+/* MPROC_EPERM when the calling thread does not hold it. */
+MPROC_API int mproc_lock_release(mproc_lock *l);
+/* 1 if the calling thread holds it, else 0. */
+MPROC_API int mproc_lock_held(mproc_lock *l);
+MPROC_API void mproc_lock_free(mproc_lock *l);
+
+/* ---- Semaphore and BoundedSemaphore ---- */
+
+typedef struct mproc_sem mproc_sem;
+
+/* A counter, value <= INT32_MAX. A BoundedSemaphore refuses a release that
+ * would take it above its initial value (MPROC_ESTATE). */
+MPROC_API int mproc_sem_create(mproc_sem **out, unsigned value);
+MPROC_API int mproc_bsem_create(mproc_sem **out, unsigned value);
+MPROC_API int mproc_sem_attach(mproc_sem **out, const mproc_ref *ref);
+/* 0, or MPROC_ETIMEDOUT. */
+MPROC_API int mproc_sem_acquire(mproc_sem *s, long timeout_ms);
+/* MPROC_ESTATE past a bounded semaphore's initial value, MPROC_EOVERFLOW
+ * past INT32_MAX. */
+MPROC_API int mproc_sem_release(mproc_sem *s);
+MPROC_API int mproc_sem_value(mproc_sem *s);
+MPROC_API void mproc_sem_free(mproc_sem *s);
+
+/* ---- Condition ---- */
+
+typedef struct mproc_cond mproc_cond;
+typedef int (*mproc_pred_fn)(void *arg); /* nonzero: the wait is over */
+
+/* A condition on lock, a standalone Lock or RLock from this section (not a
+ * value's lock), or on a new RLock of its own when lock is NULL. The
+ * condition keeps its own handle to the lock. */
+MPROC_API int mproc_cond_create(mproc_cond **out, mproc_lock *lock);
+MPROC_API int mproc_cond_attach(mproc_cond **out, const mproc_ref *ref);
+/* The condition's lock, to acquire and release around waits and notifies.
+ * It belongs to the condition handle: do not free it. */
+MPROC_API mproc_lock *mproc_cond_lock(mproc_cond *c);
+/* With the lock held (MPROC_EPERM otherwise): release it (every level of
+ * an RLock), sleep until notified or timed out, take it back. 0 when woken,
+ * MPROC_ETIMEDOUT, or MPROC_EOWNERDEAD when taking the lock back found its
+ * holder dead. The lock is held again in all three cases. Like POSIX
+ * condition variables, a wait may now and then wake without a notify, and
+ * a notify may wake more than n: loop on your condition, or use
+ * mproc_cond_wait_for. */
+MPROC_API int mproc_cond_wait(mproc_cond *c, long timeout_ms);
+/* Wait until pred(arg) is nonzero (checked first, then after each wake).
+ * 0 when it is, MPROC_ETIMEDOUT when it is still false at the timeout. */
+MPROC_API int mproc_cond_wait_for(mproc_cond *c, mproc_pred_fn pred,
+                                  void *arg, long timeout_ms);
+/* Wake up to n waiters / all waiters; the lock must be held (MPROC_EPERM). */
+MPROC_API int mproc_cond_notify(mproc_cond *c, int n);
+MPROC_API int mproc_cond_notify_all(mproc_cond *c);
+MPROC_API void mproc_cond_free(mproc_cond *c);
+
+/* ---- Event ---- */
+
+typedef struct mproc_event mproc_event;
+
+MPROC_API int mproc_event_create(mproc_event **out);
+MPROC_API int mproc_event_attach(mproc_event **out, const mproc_ref *ref);
+MPROC_API int mproc_event_set(mproc_event *e);
+MPROC_API int mproc_event_clear(mproc_event *e);
+MPROC_API int mproc_event_is_set(mproc_event *e); /* 1 or 0 */
+/* 0 once the flag is set (or was set while waiting, even if cleared
+ * since, as in Python), MPROC_ETIMEDOUT otherwise. */
+MPROC_API int mproc_event_wait(mproc_event *e, long timeout_ms);
+MPROC_API void mproc_event_free(mproc_event *e);
+
+/* ---- Barrier ---- */
+
+typedef struct mproc_barrier mproc_barrier;
+/* Run by the last party to arrive, before the others are released. A
+ * nonzero return breaks the barrier. It is a function pointer, so it must
+ * exist in every process that waits (see "Where code runs"). */
+typedef int (*mproc_action_fn)(void);
+
+/* parties >= 1 (MPROC_EINVAL for 0); action may be NULL. */
+MPROC_API int mproc_barrier_create(mproc_barrier **out, unsigned parties,
+                                   mproc_action_fn action);
+MPROC_API int mproc_barrier_attach(mproc_barrier **out, const mproc_ref *ref);
+/* Returns this party's arrival index (0 .. parties-1), MPROC_EBROKEN when
+ * the barrier is or becomes broken (abort, reset while waiting, a failed
+ * action, another party's timeout), or MPROC_ETIMEDOUT when this wait timed
+ * out, which also breaks the barrier for the others. */
+MPROC_API int mproc_barrier_wait(mproc_barrier *b, long timeout_ms);
+/* Back to the empty, unbroken state; current waiters get MPROC_EBROKEN. */
+MPROC_API int mproc_barrier_reset(mproc_barrier *b);
+/* Break it: current and future waiters get MPROC_EBROKEN until a reset. */
+MPROC_API int mproc_barrier_abort(mproc_barrier *b);
+MPROC_API int mproc_barrier_broken(mproc_barrier *b); /* 1 or 0 */
+MPROC_API int mproc_barrier_n_waiting(mproc_barrier *b);
+MPROC_API int mproc_barrier_parties(mproc_barrier *b);
+MPROC_API void mproc_barrier_free(mproc_barrier *b);
+
+/* ---- Queue (also JoinableQueue and SimpleQueue) ---- */
+
+typedef struct mproc_queue mproc_queue;
+
+typedef struct mproc_queue_opts {
+    size_t maxsize;      /* most messages held; default 0: limited only by
+                            buffer_bytes */
+    size_t buffer_bytes; /* shared ring size; default 1 MiB. Each message
+                            takes its length rounded up to 8, plus 8; a
+                            larger one than fits is MPROC_ETOOBIG */
+    int joinable;        /* nonzero: JoinableQueue (task_done, join) */
+} mproc_queue_opts;
+
+/* A multi-producer, multi-consumer queue of byte messages, FIFO. A put
+ * copies the message into the ring; there is no feeder thread, so a put
+ * that returned 0 has delivered, and a process may exit right after it.
+ * mproc_queue_create(&q, NULL) is Python's SimpleQueue. */
+MPROC_API int mproc_queue_create(mproc_queue **out,
+                                 const mproc_queue_opts *opts);
+MPROC_API int mproc_queue_attach(mproc_queue **out, const mproc_ref *ref);
+/* Put len bytes (len may be 0). Blocks while full. 0, MPROC_ETIMEDOUT
+ * (still full), MPROC_ECLOSED, MPROC_ETOOBIG (can never fit). */
+MPROC_API int mproc_queue_put(mproc_queue *q, const void *data, size_t len,
+                              long timeout_ms);
+/* Take the oldest message into a malloc'd buffer (*data, free() it; not NULL
+ * even for 0 bytes). 0, MPROC_ETIMEDOUT (still empty), MPROC_EOF (closed and
+ * empty), MPROC_EPROTO (the ring was corrupted by a stray write). */
+MPROC_API int mproc_queue_get(mproc_queue *q, void **data, size_t *len,
+                              long timeout_ms);
+/* The same into buf: MPROC_EMSGSIZE when the message is longer than cap
+ * (*len is then its length, and it stays in the queue). */
+MPROC_API int mproc_queue_get_into(mproc_queue *q, void *buf, size_t cap,
+                                   size_t *len, long timeout_ms);
+/* No more puts, from any process (MPROC_ECLOSED); gets drain what is left
+ * and then return MPROC_EOF. Waiters wake. */
+MPROC_API int mproc_queue_close(mproc_queue *q);
+/* Approximate, as in Python: other processes change them at any time. */
+MPROC_API size_t mproc_queue_qsize(mproc_queue *q);
+MPROC_API int mproc_queue_empty(mproc_queue *q);
+MPROC_API int mproc_queue_full(mproc_queue *q);
+/* JoinableQueue: one task_done per message got; join waits until every
+ * message put has been marked done. MPROC_ESTATE for more task_done calls
+ * than messages, MPROC_EINVAL on a queue that is not joinable. */
+MPROC_API int mproc_queue_task_done(mproc_queue *q);
+MPROC_API int mproc_queue_join(mproc_queue *q, long timeout_ms);
+MPROC_API void mproc_queue_free(mproc_queue *q);
+
+/* ---- Pipe ---- */
+
+typedef struct mproc_conn mproc_conn;
+
+/* Two connected ends. duplex: both send and receive. Otherwise, as in
+ * Python's Pipe(False), *a only receives and *b only sends. */
+MPROC_API int mproc_pipe(mproc_conn **a, mproc_conn **b, int duplex);
+MPROC_API int mproc_conn_attach(mproc_conn **out, const mproc_ref *ref);
+/* Send one message of any size; it arrives whole or not at all. Blocks
+ * while the peer is not reading. MPROC_EPIPE when the peer has closed,
+ * MPROC_EBADF on a receive-only end. */
+MPROC_API int mproc_conn_send(mproc_conn *c, const void *data, size_t len);
+/* Receive one message into a malloc'd buffer (free() it). 0,
+ * MPROC_ETIMEDOUT, MPROC_EOF when the peer has closed (or exited) and
+ * nothing is left. */
+MPROC_API int mproc_conn_recv(mproc_conn *c, void **data, size_t *len,
+                              long timeout_ms);
+/* The same into buf: MPROC_EMSGSIZE when longer than cap (*len is then its
+ * length, and the message stays). */
+MPROC_API int mproc_conn_recv_into(mproc_conn *c, void *buf, size_t cap,
+                                   size_t *len, long timeout_ms);
+/* 1 when a message (or end of file) is waiting, 0 at the timeout. */
+MPROC_API int mproc_conn_poll(mproc_conn *c, long timeout_ms);
+/* Close this end and free the handle. A forked child has its own copy of
+ * both ends: close the one it does not use, or the peer never sees EOF. */
+MPROC_API void mproc_conn_close(mproc_conn *c);
+
 #ifdef __cplusplus
 }
 #endif

@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "pool.h"
+#include "shm.h"
 
 enum { EV_WAKE = 1, EV_ZYGOTE, EV_CHAN };
 #define EV(type, slot) (((uint64_t)(type) << 32) | (uint32_t)(slot))
@@ -516,6 +517,31 @@ static void close_chan(mproc_pool *p, mproc__worker *w) {
     w->chan = -1;
 }
 
+/* A worker's task (or initializer) attaches a shared object: send it the
+ * fd from this process's registry, or the reason why not. Only a worker
+ * that runs something may ask. */
+static int answer_fdreq(mproc__worker *w, const mproc__msg *m) {
+    mproc__fdreq q;
+    if ((w->state != W_BUSY && w->state != W_STARTING) ||
+        m->hdr.len != sizeof q)
+        return MPROC_EPROTO;
+    memcpy(&q, m->payload, sizeof q);
+    int fd = -1;
+    int32_t code = mproc__registry_dup(q.id, q.kind, &fd);
+    int err;
+    if (code == 0) {
+        err = mproc__wire_send_fd(w->chan, MPROC__MSG_FDREP, q.id, &code,
+                                  sizeof code, fd);
+        mproc__close(fd);
+    } else {
+        err = mproc__wire_send(w->chan, MPROC__MSG_FDREP, q.id, 0, &code,
+                               sizeof code, NULL, 0);
+    }
+    /* A failed send means the worker is gone: its exit report follows. */
+    MPROC_UNUSED(err);
+    return 0;
+}
+
 /* Read everything the worker has sent. */
 static void drain_chan(mproc_pool *p, cbq *q, int slot) {
     mproc__worker *w = &p->w[slot];
@@ -551,6 +577,9 @@ static void drain_chan(mproc_pool *p, cbq *q, int slot) {
             break;
         case MPROC__MSG_RESULT:
             err = take_result(p, q, w, &m);
+            break;
+        case MPROC__MSG_FDREQ:
+            err = answer_fdreq(w, &m);
             break;
         case MPROC__MSG_INIT_FAILED:
             mproc_log(MPROC_LOG_ERROR, "worker %d: %.*s", (int)w->pid,

@@ -67,9 +67,30 @@ int mproc__wire_send(int sock, uint16_t type, uint64_t id, uint32_t nitems,
     }
 }
 
+int mproc__wire_send_fd(int sock, uint16_t type, uint64_t id, const void *a,
+                        size_t alen, int fd) {
+    if (alen > MPROC__WIRE_INLINE_MAX)
+        return MPROC_EINVAL;
+    unsigned char buf[sizeof(mproc__hdr) + 64];
+    mproc__hdr h = {.magic = MPROC__WIRE_MAGIC,
+                    .version = MPROC__WIRE_VERSION,
+                    .type = type,
+                    .flags = MPROC__WIRE_F_FD,
+                    .id = id,
+                    .len = alen};
+    if (alen > sizeof buf - sizeof h)
+        return MPROC_EINVAL;
+    memcpy(buf, &h, sizeof h);
+    if (alen)
+        memcpy(buf + sizeof h, a, alen);
+    ssize_t n = mproc__send_msg(sock, buf, sizeof h + alen, &fd, 1);
+    return n < 0 ? (int)n : 0;
+}
+
 int mproc__wire_recv(int sock, void *buf, size_t max_payload, mproc__msg *m) {
     int fd = -1, nfd = 0;
     memset(m, 0, sizeof *m);
+    m->fd = -1;
     ssize_t n = mproc__recv_msg(sock, buf, MPROC__WIRE_RECV_BUF, &fd, 1, &nfd,
                                 MSG_DONTWAIT);
     if (n == 0)
@@ -89,6 +110,14 @@ int mproc__wire_recv(int sock, void *buf, size_t max_payload, mproc__msg *m) {
     if (h->len > max_payload) {
         err = MPROC_ETOOBIG;
         goto out;
+    }
+    if (h->flags & MPROC__WIRE_F_FD) {
+        if (h->flags != MPROC__WIRE_F_FD || nfd != 1 ||
+            (size_t)n - sizeof *h != h->len)
+            goto out;
+        m->payload = (const unsigned char *)buf + sizeof *h;
+        m->fd = fd;
+        return 1;
     }
     if (!(h->flags & MPROC__WIRE_F_MEMFD)) {
         if (nfd != 0 || (size_t)n - sizeof *h != h->len)
@@ -127,4 +156,7 @@ void mproc__wire_release(mproc__msg *m) {
     if (m->map)
         munmap(m->map, m->map_len);
     m->map = NULL;
+    if (m->fd >= 0)
+        mproc__close(m->fd);
+    m->fd = -1;
 }

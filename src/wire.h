@@ -27,10 +27,14 @@ enum {
     MPROC__MSG_READY,       /* worker -> pool: initialised */
     MPROC__MSG_RESULT,      /* worker -> pool: outcome of a chunk */
     MPROC__MSG_INIT_FAILED, /* worker -> pool: initializer failed (text) */
+    MPROC__MSG_FDREQ,       /* worker -> pool: fd of a shared object */
+    MPROC__MSG_FDREP,       /* pool -> worker: int32 code, fd attached */
+    MPROC__MSG_DATA,        /* Pipe connections: one user message */
     MPROC__MSG_MAX_
 };
 
 #define MPROC__WIRE_F_MEMFD 1u /* payload is in the attached memfd */
+#define MPROC__WIRE_F_FD    2u /* an fd rides along; the payload is inline */
 
 typedef struct mproc__hdr {
     uint32_t magic;
@@ -48,7 +52,15 @@ typedef struct mproc__msg {
     const unsigned char *payload;
     void *map; /* memfd mapping to unmap, or NULL */
     size_t map_len;
+    int fd; /* the F_FD fd, or -1; take it by setting -1 */
 } mproc__msg;
+
+/* FDREQ payload: which object. */
+typedef struct mproc__fdreq {
+    uint64_t id;
+    uint32_t kind;
+    uint32_t pad_;
+} mproc__fdreq;
 
 /* Worker settings carried by INIT, followed by initarg_len bytes. */
 typedef struct mproc__init_payload {
@@ -88,12 +100,17 @@ typedef struct mproc__item_hdr {
 int mproc__wire_send(int sock, uint16_t type, uint64_t id, uint32_t nitems,
                      const void *a, size_t alen, const void *b, size_t blen);
 
+/* Send an inline message with fd attached (F_FD). */
+int mproc__wire_send_fd(int sock, uint16_t type, uint64_t id, const void *a,
+                        size_t alen, int fd);
+
 /* Receive one message into buf (at least MPROC__WIRE_RECV_BUF bytes).
  * Returns 1 with *m filled, 0 at EOF, -EAGAIN when nothing is there on a
  * non-blocking socket, MPROC_EPROTO for a malformed message or a payload
  * larger than max_payload, or another -errno. */
 #define MPROC__WIRE_RECV_BUF (sizeof(mproc__hdr) + MPROC__WIRE_INLINE_MAX)
 int mproc__wire_recv(int sock, void *buf, size_t max_payload, mproc__msg *m);
+/* Unmap the payload and close an fd still in the message. */
 void mproc__wire_release(mproc__msg *m);
 
 #endif

@@ -16,6 +16,7 @@
  */
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -25,10 +26,13 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include "shm.h"
 #include "task.h"
 #include "wire.h"
 
 static mproc__page *W_page;
+static int W_chan = -1; /* this worker's channel; -1 outside a worker */
+static pthread_mutex_t W_fetch_mu = PTHREAD_MUTEX_INITIALIZER;
 
 /* Runs when a task crashes while a memory limit is set. If the faulting
  * code had just seen ENOMEM (typically malloc returning NULL under
@@ -66,6 +70,49 @@ static int recv_blocking(int chan, void *buf, mproc__msg *m) {
         if (r != -EAGAIN)
             return r;
     }
+}
+
+/* Ask the pool for a shared object's fd (see shm.h). The pool sends
+ * nothing else to a worker while it runs a task or its initializer, so the
+ * next message is the answer. A thread of the task may ask at any time, so
+ * the exchange is serialised; it has its own buffer because the task's
+ * arguments live in the main one. */
+int mproc__worker_fetch_fd(uint64_t id, uint32_t kind, int *fd) {
+    *fd = -1;
+    if (W_chan < 0)
+        return MPROC_ENOENT;
+    static void *rx;
+    pthread_mutex_lock(&W_fetch_mu);
+    int err = 0;
+    if (!rx && !(rx = malloc(MPROC__WIRE_RECV_BUF)))
+        err = MPROC_ENOMEM;
+    mproc__fdreq q = {.id = id, .kind = kind};
+    if (!err)
+        err = mproc__wire_send(W_chan, MPROC__MSG_FDREQ, id, 0, &q, sizeof q,
+                               NULL, 0);
+    mproc__msg m;
+    int r = err ? err : recv_blocking(W_chan, rx, &m);
+    if (r == 1) {
+        int32_t code;
+        if (m.hdr.type != MPROC__MSG_FDREP || m.hdr.id != id ||
+            m.hdr.len != sizeof code) {
+            err = MPROC_EPROTO;
+        } else {
+            memcpy(&code, m.payload, sizeof code);
+            err = code;
+            if (!err && m.fd < 0)
+                err = MPROC_EPROTO;
+            if (!err) {
+                *fd = m.fd;
+                m.fd = -1;
+            }
+        }
+        mproc__wire_release(&m);
+    } else if (!err) {
+        err = r == 0 ? MPROC_EPIPE : r;
+    }
+    pthread_mutex_unlock(&W_fetch_mu);
+    return err;
 }
 
 typedef struct growbuf {
@@ -252,6 +299,7 @@ void mproc__worker_main(int chan, int page_fd) {
     wstate w;
     memset(&w, 0, sizeof w);
     w.chan = chan;
+    W_chan = chan;
     W_page = mmap(NULL, sizeof *W_page, PROT_READ | PROT_WRITE, MAP_SHARED,
                   page_fd, 0);
     mproc__close(page_fd);

@@ -110,6 +110,33 @@ int test_wait_gone(pid_t pid, long timeout_ms) {
     return r == 1;
 }
 
+pid_t test_spawn(int (*fn)(void *arg), void *arg) {
+    pid_t pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0)
+        _exit(fn(arg));
+    return pid;
+}
+
+int test_reap(pid_t pid) {
+    int st;
+    pid_t r;
+    do
+        r = waitpid(pid, &st, 0);
+    while (r < 0 && errno == EINTR);
+    ck_assert_int_eq(r, pid);
+    return WIFSIGNALED(st) ? -WTERMSIG(st) : WEXITSTATUS(st);
+}
+
+int test_read_byte(int fd) {
+    unsigned char c;
+    ssize_t n;
+    do
+        n = read(fd, &c, 1);
+    while (n < 0 && errno == EINTR);
+    return n == 1 ? c : -1;
+}
+
 /* Children of this process, alive or zombie, as listed in /proc. */
 static int list_children(pid_t *out, int cap) {
     DIR *d = opendir("/proc");

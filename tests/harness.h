@@ -52,6 +52,16 @@ int test_pid_alive(pid_t pid);
  * if it exited. */
 int test_wait_gone(pid_t pid, long timeout_ms);
 
+/* Fork a child that runs fn(arg) and exits with its return value (child
+ * bodies cannot use ck_assert: they report through the exit code). */
+pid_t test_spawn(int (*fn)(void *arg), void *arg);
+/* Wait for a child of ours: its exit status, or minus the signal that
+ * killed it. */
+int test_reap(pid_t pid);
+/* Block until one byte arrives on fd (a child saying "I am there"); returns
+ * the byte, or -1 at EOF. */
+int test_read_byte(int fd);
+
 /* The fixture, usable directly by tests that need a custom suite. */
 void test_leak_setup(void);
 void test_leak_teardown(void);

@@ -27,19 +27,24 @@
     XX(ENOSYS, -ENOSYS, "not supported by this kernel")                        \
     XX(EIO, -EIO, "input/output error")                                        \
     XX(EPIPE, -EPIPE, "broken pipe")                                           \
+    XX(ENOENT, -ENOENT, "no such shared object here")                          \
+    XX(ERANGE, -ERANGE, "index out of range")                                  \
+    XX(EBADF, -EBADF, "connection not open for this direction")                \
+    XX(EMSGSIZE, -EMSGSIZE, "message larger than the buffer given")            \
+    XX(ENOTRECOVERABLE, -ENOTRECOVERABLE, "lock state is not recoverable")     \
     XX(ETASK, -4001, "task reported an error")                                 \
     XX(ECRASHED, -4002,                                                        \
        "worker was killed by a signal while running the task")                 \
     XX(EEXITED, -4003, "worker exited while running the task")                 \
     XX(ETASKTIMEOUT, -4004, "task ran past its timeout")                       \
     XX(EMEMLIMIT, -4005, "task exceeded the worker memory limit")              \
-    XX(ECLOSED, -4006, "pool or process is closed")                            \
-    XX(EBROKEN, -4007, "pool is broken: too many worker deaths")               \
+    XX(ECLOSED, -4006, "pool, process or queue is closed")                            \
+    XX(EBROKEN, -4007, "broken: pool after too many worker deaths, or barrier")               \
     XX(ECANCELLED, -4008, "task cancelled")                                    \
-    XX(EPROTO, -4009, "malformed message from a worker")                       \
-    XX(ETOOBIG, -4010, "result larger than the configured limit")              \
+    XX(EPROTO, -4009, "malformed message or corrupt shared state")                       \
+    XX(ETOOBIG, -4010, "result or message larger than the configured limit")              \
     XX(ENOTREADY, -4011, "result is not ready yet")                            \
-    XX(EOF, -4012, "end of results")                                           \
+    XX(EOF, -4012, "end of data: no more results or messages")                                           \
     XX(ESTATE, -4013, "operation not valid in the object's current state")     \
     XX(EOWNERDEAD, -4014, "previous owner died while holding the lock")        \
     XX(EWORKERINIT, -4015, "worker initializer failed")

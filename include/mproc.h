@@ -436,8 +436,10 @@ MPROC_API void mproc_result_free(mproc_result *r);
  *     worker's channel, so that process must hold a handle to the object
  *     (created there, or attached there) while tasks attach it.
  *   - Objects created before the fork server started (see mproc_init) are
- *     also inherited by every worker, like global variables; attaching
- *     their reference in a worker needs no fetch.
+ *     also inherited by every worker, like global variables: a worker may
+ *     use such a handle directly, and attaching its reference needs no
+ *     fetch. The fork server then holds them too, so their memory is
+ *     returned only at mproc_shutdown().
  *
  * When a process dies while holding something
  *   - Lock, RLock, the lock of a Value or Array, a Condition's lock: the next
@@ -448,7 +450,9 @@ MPROC_API void mproc_result_free(mproc_result *r);
  *     timeouts are used.
  *   - Condition, Event: a waiter that dies inside a wait is simply gone.
  *   - Barrier: a party that never arrives makes the others' waits time out,
- *     and a timeout breaks the barrier for every waiter (MPROC_EBROKEN).
+ *     and a timeout breaks the barrier for every waiter (MPROC_EBROKEN). A
+ *     party that dies inside its wait had arrived: the barrier trips
+ *     without it.
  *   - Queue: a producer killed in the middle of a put delivers nothing; the
  *     queue goes on for everyone else.
  *   - Pipe: a peer that exits gives MPROC_EOF to the other end.

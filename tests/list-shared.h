@@ -1,0 +1,10 @@
+/* Tests of test_shared.c: TEST_ENTRY(name, timeout_seconds). */
+TEST_ENTRY(shared_value_types, 20)
+TEST_ENTRY(shared_value_basics, 20)
+TEST_ENTRY(shared_value_bad_args, 20)
+TEST_ENTRY(shared_array_basics, 20)
+TEST_ENTRY(shared_array_slices_in_pool, 30)
+TEST_ENTRY(shared_shm_in_pool, 30)
+TEST_ENTRY(shared_ref_checks, 20)
+TEST_ENTRY(shared_segments_sealed_and_freed, 20)
+TEST_ENTRY(shared_inherited_by_workers, 20)

@@ -212,7 +212,9 @@ typedef struct mproc_iter mproc_iter;
 
 /* Called in each new worker before its first task, with a copy of the
  * initializer argument bytes. A nonzero return makes the worker exit; the
- * pool counts it as a worker death (and stops forking after too many). */
+ * pool counts it as a worker death and starts another. After max(3,
+ * nworkers) failures in a row with no worker ready in between, the pool
+ * breaks: pending and later calls fail with MPROC_EWORKERINIT. */
 typedef int (*mproc_init_fn)(void *arg, size_t len);
 
 /* Result callbacks: run on the pool's result thread when the whole call has
@@ -335,7 +337,8 @@ MPROC_API int mproc_pool_starmap(mproc_pool *p, mproc_elem_fn fn,
  * and *len (copied at once) and returns 1, or returns 0 at the end of input,
  * or a negative code to stop with that error. At most o->max_in_flight items
  * are submitted and not yet consumed, so a huge input never sits in memory.
- * o->unordered selects imap_unordered. */
+ * o->unordered selects imap_unordered. The progress options do not apply
+ * to imap (its total is unknown); count the items as they come instead. */
 typedef int (*mproc_source_fn)(void *arg, size_t i, const void **data,
                                size_t *len);
 MPROC_API int mproc_pool_imap(mproc_pool *p, mproc_fn fn,

@@ -11,6 +11,8 @@
 
 #include "pool.h"
 
+static int pull_batch(mproc_iter *it);
+
 int mproc_pool_imap(mproc_pool *p, mproc_fn fn, mproc_source_fn source,
                     void *source_arg, const mproc_call_opts *o,
                     mproc_iter **out) {
@@ -35,6 +37,10 @@ int mproc_pool_imap(mproc_pool *p, mproc_fn fn, mproc_source_fn source,
     if (it->max_in_flight < it->chunksize)
         it->max_in_flight = it->chunksize;
     it->o.chunksize = it->chunksize;
+    /* Start the work now, as Python's imap does: fill the window. An error
+     * from the source or the submission is kept for mproc_iter_next. */
+    while (pull_batch(it) == 1)
+        ;
     *out = it;
     return 0;
 }

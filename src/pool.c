@@ -186,7 +186,10 @@ int mproc_pool_create(mproc_pool **out, const mproc_pool_opts *opts) {
                !p->broken)
             pthread_cond_wait(&p->cond, &p->mu);
         if (p->spawn_failures || p->broken) {
-            err = p->spawn_err ? p->spawn_err : MPROC_EAGAIN;
+            err = p->spawn_err      ? p->spawn_err
+                  : !p->broken      ? MPROC_EAGAIN
+                  : p->broken_code ? p->broken_code
+                                    : MPROC_EBROKEN;
             p->o.restart_limit = -1;
         }
         pthread_mutex_unlock(&p->mu);
@@ -389,7 +392,8 @@ static int send_chunk(mproc_pool *p, mproc__worker *w, mproc__chunk *c) {
 
 static void dispatch(mproc_pool *p, cbq *q) {
     if (p->broken) {
-        fail_queue(p, q, MPROC_EBROKEN, p->broken_why);
+        fail_queue(p, q, p->broken_code ? p->broken_code : MPROC_EBROKEN,
+                   p->broken_why);
         return;
     }
     for (int i = 0; i < p->o.nworkers && p->qhead; i++) {
@@ -517,6 +521,22 @@ static void close_chan(mproc_pool *p, mproc__worker *w) {
     w->chan = -1;
 }
 
+/* An initializer that fails every time, however slowly, must not keep the
+ * pool forking for ever (the restart limit only catches fast failures):
+ * after max(3, nworkers) failures in a row with no worker ready in between,
+ * the pool breaks, and its calls fail with MPROC_EWORKERINIT. */
+static void init_failed(mproc_pool *p) {
+    int limit = MPROC_MAX(3, p->o.nworkers);
+    if (++p->init_fail_streak < limit || p->broken)
+        return;
+    p->broken = 1;
+    p->broken_code = MPROC_EWORKERINIT;
+    p->stats.broken = 1;
+    p->broken_why = "pool is broken: the worker initializer failed in every "
+                    "new worker; no more workers are started";
+    mproc_log(MPROC_LOG_ERROR, "%s", p->broken_why);
+}
+
 /* A worker's task (or initializer) attaches a shared object: send it the
  * fd from this process's registry, or the reason why not. Only a worker
  * that runs something may ask. */
@@ -570,10 +590,12 @@ static void drain_chan(mproc_pool *p, cbq *q, int slot) {
         int err = 0;
         switch (m.hdr.type) {
         case MPROC__MSG_READY:
-            if (w->state == W_STARTING || w->state == W_SPAWNING)
+            if (w->state == W_STARTING || w->state == W_SPAWNING) {
                 w->state = W_IDLE;
-            else
+                p->init_fail_streak = 0;
+            } else {
                 err = MPROC_EPROTO;
+            }
             break;
         case MPROC__MSG_RESULT:
             err = take_result(p, q, w, &m);
@@ -585,6 +607,7 @@ static void drain_chan(mproc_pool *p, cbq *q, int slot) {
             mproc_log(MPROC_LOG_ERROR, "worker %d: %.*s", (int)w->pid,
                       (int)MPROC_MIN(m.hdr.len, 200), (const char *)m.payload);
             w->state = W_EXITING;
+            init_failed(p);
             break;
         default:
             err = MPROC_EPROTO;
@@ -1072,7 +1095,7 @@ int mproc__pool_submit(mproc_pool *p, mproc_result *r, size_t chunksize) {
     if (p->state != P_OPEN)
         err = MPROC_ECLOSED;
     else if (p->broken)
-        err = MPROC_EBROKEN;
+        err = p->broken_code ? p->broken_code : MPROC_EBROKEN;
     if (err) {
         pthread_mutex_unlock(&p->mu);
         return err;

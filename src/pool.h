@@ -105,6 +105,8 @@ struct mproc_pool {
 
     enum { P_OPEN, P_CLOSED, P_TERMINATING, P_DONE } state;
     int broken;
+    int broken_code;      /* what calls get once broken (MPROC_EBROKEN) */
+    int init_fail_streak; /* initializer failures since the last READY */
     int empty_pending;
     uint64_t spawn_failures; /* SPAWN_FAILED reports */
     int spawn_err;           /* a call over zero items awaits callbacks */

@@ -24,7 +24,9 @@
  *     other threads hold later never leak into workers. Consequence: workers
  *     see global variables as they were when the server started. Pass what a
  *     task needs in its argument bytes (or the pool's initializer argument),
- *     never as a pointer into the caller's memory.
+ *     never as a pointer into the caller's memory. File descriptors open at
+ *     that time are inherited by every worker too (fork semantics): open
+ *     what workers should not have after mproc_init(), close-on-exec or not.
  *   - Task functions run in a worker process. They are passed as plain
  *     function pointers, so they must belong to the program or to a library
  *     loaded before the fork server started.
@@ -259,7 +261,12 @@ enum mproc_progress_mode {
 /* Per-call options (NULL: all defaults). */
 typedef struct mproc_call_opts {
     size_t chunksize;     /* items per message; default: Python's
-                             heuristic, ceil(n / (4 * nworkers)) */
+                             heuristic, ceil(n / (4 * nworkers)). When a
+                             worker dies inside a chunk, the item it ran
+                             fails and the chunk's other items run again
+                             elsewhere, including those it had finished
+                             (their results died with it): with chunksize
+                             above 1, items may run more than once */
     long task_timeout_ms; /* default: the pool's; negative: none */
     int retries;          /* default: the pool's; negative: none */
     mproc_result_cb on_success;

@@ -451,6 +451,10 @@ MPROC_API void mproc_result_free(mproc_result *r);
  *     fetch. The fork server then holds them too, so their memory is
  *     returned only at mproc_shutdown().
  *
+ * MPROC_EOWNERDEAD is a success with a warning: the call did its work (the
+ * lock is held, the value copied). Check for it where a half-done update
+ * matters, and treat it like 0 elsewhere.
+ *
  * When a process dies while holding something
  *   - Lock, RLock, the lock of a Value or Array, a Condition's lock: the next
  *     acquirer gets the lock together with MPROC_EOWNERDEAD. The lock works
@@ -713,12 +717,15 @@ MPROC_API int mproc_queue_put(mproc_queue *q, const void *data, size_t len,
  * empty), MPROC_EPROTO (the ring was corrupted by a stray write). */
 MPROC_API int mproc_queue_get(mproc_queue *q, void **data, size_t *len,
                               long timeout_ms);
-/* The same into buf: MPROC_EMSGSIZE when the message is longer than cap
+/* The same into buf. *len (len may be NULL) gets the message's length,
+ * which may be less than cap. MPROC_EMSGSIZE when it is longer than cap
  * (*len is then its length, and it stays in the queue). */
 MPROC_API int mproc_queue_get_into(mproc_queue *q, void *buf, size_t cap,
                                    size_t *len, long timeout_ms);
 /* No more puts, from any process (MPROC_ECLOSED); gets drain what is left
- * and then return MPROC_EOF. Waiters wake. */
+ * and then return MPROC_EOF. Waiters wake. Unlike Python's Queue.close(),
+ * which only concerns the calling process, this ends the stream for
+ * everyone: call it once every producer is done. */
 MPROC_API int mproc_queue_close(mproc_queue *q);
 /* Approximate, as in Python: other processes change them at any time. */
 MPROC_API size_t mproc_queue_qsize(mproc_queue *q);
@@ -748,14 +755,19 @@ MPROC_API int mproc_conn_send(mproc_conn *c, const void *data, size_t len);
  * nothing is left. */
 MPROC_API int mproc_conn_recv(mproc_conn *c, void **data, size_t *len,
                               long timeout_ms);
-/* The same into buf: MPROC_EMSGSIZE when longer than cap (*len is then its
- * length, and the message stays). */
+/* The same into buf. *len (len may be NULL) gets the message's length,
+ * which may be less than cap. MPROC_EMSGSIZE when it is longer than cap
+ * (*len is then its length, and the message stays). */
 MPROC_API int mproc_conn_recv_into(mproc_conn *c, void *buf, size_t cap,
                                    size_t *len, long timeout_ms);
 /* 1 when a message (or end of file) is waiting, 0 at the timeout. */
 MPROC_API int mproc_conn_poll(mproc_conn *c, long timeout_ms);
 /* Close this end and free the handle. A forked child has its own copy of
- * both ends: close the one it does not use, or the peer never sees EOF. */
+ * both ends: close the one it does not use, or the peer never sees EOF.
+ * (The fork server and pool workers never keep Pipe ends, even of pipes
+ * made before the server started; a worker gets one only by attaching.)
+ * Messages over 96 KiB travel in a memfd each, so a sender can get well
+ * ahead of a reader that is slow with large messages. */
 MPROC_API void mproc_conn_close(mproc_conn *c);
 
 #ifdef __cplusplus

@@ -168,10 +168,11 @@ static int arr_attach(arr **out, size_t hsize, uint32_t kind,
     return 0;
 }
 
-/* Copy element i out or in, under the lock when there is one. */
+/* Copy element i out (in == NULL) or in (out == NULL), under the lock when
+ * there is one. */
 static int arr_copy(arr *a, size_t i, void *out, const void *in,
                     size_t size) {
-    if (size != a->elem_size || (!out && !in))
+    if (size != a->elem_size)
         return MPROC_EINVAL;
     if (i >= a->n)
         return MPROC_ERANGE;
@@ -182,10 +183,10 @@ static int arr_copy(arr *a, size_t i, void *out, const void *in,
             return r;
     }
     unsigned char *p = a->data + i * a->elem_size;
-    if (out)
-        memcpy(out, p, size);
-    else
+    if (in)
         memcpy(p, in, size);
+    else if (out)
+        memcpy(out, p, size);
     if (a->locked)
         mproc_lock_release(&a->lockh);
     return r;

@@ -27,6 +27,7 @@ typedef struct reg_entry {
     uint64_t id;
     uint32_t kind;
     int fd;
+    int aux_fd; /* fd objects: the handle's own fd (not ours), else -1 */
 } reg_entry;
 
 static pthread_mutex_t reg_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -64,7 +65,7 @@ static uint32_t ref_check(uint64_t id, uint32_t kind) {
     return (uint32_t)(h >> 32) ^ 0x5ad0u;
 }
 
-static int reg_add(mproc__obj *o, uint32_t kind, int fd) {
+static int reg_add(mproc__obj *o, uint32_t kind, int fd, int aux_fd) {
     pthread_once(&reg_once, reg_init);
     reg_entry *e = malloc(sizeof *e);
     if (!e)
@@ -74,6 +75,7 @@ static int reg_add(mproc__obj *o, uint32_t kind, int fd) {
     id_next += 0x9e3779b97f4a7c15ull; /* odd step: no repeat for 2^64 */
     e->kind = kind;
     e->fd = fd;
+    e->aux_fd = aux_fd;
     e->next = reg_head;
     reg_head = e;
     pthread_mutex_unlock(&reg_mu);
@@ -92,6 +94,22 @@ static void reg_remove(uint64_t id, int fd) {
             free(e);
             break;
         }
+    }
+    pthread_mutex_unlock(&reg_mu);
+}
+
+void mproc__registry_drop_fd_objects(void) {
+    pthread_mutex_lock(&reg_mu);
+    for (reg_entry **pp = &reg_head; *pp;) {
+        reg_entry *e = *pp;
+        if (e->aux_fd < 0) {
+            pp = &e->next;
+            continue;
+        }
+        mproc__close(e->fd);
+        mproc__close(e->aux_fd);
+        *pp = e->next;
+        free(e);
     }
     pthread_mutex_unlock(&reg_mu);
 }
@@ -133,7 +151,7 @@ int mproc__obj_create(mproc__obj *o, uint32_t kind, size_t size) {
         mproc__close(fd);
         return err;
     }
-    int err = reg_add(o, kind, fd);
+    int err = reg_add(o, kind, fd, -1);
     if (err) {
         munmap(p, size);
         mproc__close(fd);
@@ -157,7 +175,7 @@ int mproc__obj_register_fd(mproc__obj *o, uint32_t kind, int fd) {
     int d = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     if (d < 0)
         return -errno;
-    int err = reg_add(o, kind, d);
+    int err = reg_add(o, kind, d, fd);
     if (err) {
         mproc__close(d);
         o->fd = -1;

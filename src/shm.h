@@ -103,6 +103,13 @@ int mproc__obj_ok(const void *h, uint32_t kind);
  * or MPROC_ENOENT. */
 int mproc__registry_dup(uint64_t id, uint32_t kind, int *fd);
 
+/* In the fork server, just forked: close every fd object (Pipe end) the
+ * program had, both the registry's dup and the handle's own fd, so that
+ * workers never hold a Pipe end and EOF reaches the peer when the program
+ * closes it. The fd numbers are still the program's: a handle removes its
+ * registry entry before it closes its own fd. */
+void mproc__registry_drop_fd_objects(void);
+
 /* worker.c: inside a pool worker, ask the pool for the fd of (id, kind).
  * MPROC_ENOENT outside a worker or when the pool does not have it. */
 int mproc__worker_fetch_fd(uint64_t id, uint32_t kind, int *fd);

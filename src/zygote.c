@@ -38,6 +38,7 @@
 #include <unistd.h>
 
 #include "internal.h"
+#include "shm.h"
 
 /* ---- the program's side ---------------------------------------------------
  */
@@ -66,6 +67,7 @@ int mproc_init(void) {
     }
     if (pid == 0) {
         mproc__close(sv[0]);
+        mproc__registry_drop_fd_objects();
         zygote_main(sv[1], parent);
     }
     mproc__close(sv[1]);

@@ -421,7 +421,6 @@ MPROC_API const char *mproc_result_errmsg(mproc_result *r, size_t i);
  * and its results are dropped (callbacks still run). */
 MPROC_API void mproc_result_free(mproc_result *r);
 
-
 /* ----------------------------------------------------------------------------
  * Shared state: memory, locks and messages between processes
  *
@@ -543,8 +542,7 @@ typedef struct mproc_array mproc_array;
  * and 0 or mproc_type_size(type) otherwise. init points to size bytes, or
  * is NULL for zero. The built-in lock is recursive, as in Python. */
 MPROC_API int mproc_value_create(mproc_value **out, mproc_type type,
-                                 size_t size, const void *init,
-                                 unsigned flags);
+                                 size_t size, const void *init, unsigned flags);
 MPROC_API int mproc_value_attach(mproc_value **out, const mproc_ref *ref);
 /* Copy the value out / in, under the built-in lock if there is one. size
  * must be the element size (MPROC_EINVAL otherwise: the type check).
@@ -570,8 +568,7 @@ MPROC_API int mproc_array_attach(mproc_array **out, const mproc_ref *ref);
 /* Bounds-checked copy of element i, under the built-in lock if any:
  * MPROC_ERANGE past the end, MPROC_EINVAL for a wrong size,
  * MPROC_EOWNERDEAD as for values. */
-MPROC_API int mproc_array_get(mproc_array *a, size_t i, void *out,
-                              size_t size);
+MPROC_API int mproc_array_get(mproc_array *a, size_t i, void *out, size_t size);
 MPROC_API int mproc_array_set(mproc_array *a, size_t i, const void *in,
                               size_t size);
 /* Direct access to the elements, for speed (no lock, no bounds). */
@@ -641,8 +638,8 @@ MPROC_API mproc_lock *mproc_cond_lock(mproc_cond *c);
 MPROC_API int mproc_cond_wait(mproc_cond *c, long timeout_ms);
 /* Wait until pred(arg) is nonzero (checked first, then after each wake).
  * 0 when it is, MPROC_ETIMEDOUT when it is still false at the timeout. */
-MPROC_API int mproc_cond_wait_for(mproc_cond *c, mproc_pred_fn pred,
-                                  void *arg, long timeout_ms);
+MPROC_API int mproc_cond_wait_for(mproc_cond *c, mproc_pred_fn pred, void *arg,
+                                  long timeout_ms);
 /* Wake up to n waiters / all waiters; the lock must be held (MPROC_EPERM). */
 MPROC_API int mproc_cond_notify(mproc_cond *c, int n);
 MPROC_API int mproc_cond_notify_all(mproc_cond *c);
@@ -696,8 +693,8 @@ typedef struct mproc_queue_opts {
     size_t maxsize;      /* most messages held; default 0: limited only by
                             buffer_bytes */
     size_t buffer_bytes; /* shared ring size; default 1 MiB. Each message
-                            takes its length rounded up to 8, plus 8; a
-                            larger one than fits is MPROC_ETOOBIG */
+                            takes its length rounded up to 8, plus 8; one
+                            larger than the whole ring is MPROC_ETOOBIG */
     int joinable;        /* nonzero: JoinableQueue (task_done, join) */
 } mproc_queue_opts;
 
@@ -708,13 +705,18 @@ typedef struct mproc_queue_opts {
 MPROC_API int mproc_queue_create(mproc_queue **out,
                                  const mproc_queue_opts *opts);
 MPROC_API int mproc_queue_attach(mproc_queue **out, const mproc_ref *ref);
-/* Put len bytes (len may be 0). Blocks while full. 0, MPROC_ETIMEDOUT
- * (still full), MPROC_ECLOSED, MPROC_ETOOBIG (can never fit). */
+/* Put len bytes (len may be 0). Blocks while full (maxsize messages, or no
+ * room in the ring for this one). 0, MPROC_ETIMEDOUT (still full),
+ * MPROC_ECLOSED, MPROC_ETOOBIG (can never fit), MPROC_EPROTO (the ring was
+ * corrupted by a stray write). Timeouts bound the wait for room; the lock
+ * inside is held only while one message is copied, and even a timeout of
+ * 0 waits for it. */
 MPROC_API int mproc_queue_put(mproc_queue *q, const void *data, size_t len,
                               long timeout_ms);
 /* Take the oldest message into a malloc'd buffer (*data, free() it; not NULL
  * even for 0 bytes). 0, MPROC_ETIMEDOUT (still empty), MPROC_EOF (closed and
- * empty), MPROC_EPROTO (the ring was corrupted by a stray write). */
+ * empty), MPROC_ENOMEM (the message stays), MPROC_EPROTO (the ring was
+ * corrupted by a stray write). */
 MPROC_API int mproc_queue_get(mproc_queue *q, void **data, size_t *len,
                               long timeout_ms);
 /* The same into buf. *len (len may be NULL) gets the message's length,
@@ -727,7 +729,9 @@ MPROC_API int mproc_queue_get_into(mproc_queue *q, void *buf, size_t cap,
  * which only concerns the calling process, this ends the stream for
  * everyone: call it once every producer is done. */
 MPROC_API int mproc_queue_close(mproc_queue *q);
-/* Approximate, as in Python: other processes change them at any time. */
+/* Approximate, as in Python: other processes change them at any time.
+ * full: maxsize reached, or not even an empty message would fit. qsize is
+ * 0 and empty/full are MPROC_EINVAL for a bad handle. */
 MPROC_API size_t mproc_queue_qsize(mproc_queue *q);
 MPROC_API int mproc_queue_empty(mproc_queue *q);
 MPROC_API int mproc_queue_full(mproc_queue *q);

@@ -23,8 +23,8 @@ int mproc__futex_wait(_Atomic uint32_t *w, uint32_t val, uint64_t deadline) {
     }
     /* FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC deadline, so a
      * retry after EINTR needs no recomputation. */
-    long r = syscall(SYS_futex, (uint32_t *)w, FUTEX_WAIT_BITSET, val, tp,
-                     NULL, FUTEX_BITSET_MATCH_ANY);
+    long r = syscall(SYS_futex, (uint32_t *)w, FUTEX_WAIT_BITSET, val, tp, NULL,
+                     FUTEX_BITSET_MATCH_ANY);
     if (r < 0 && errno == ETIMEDOUT)
         return MPROC_ETIMEDOUT;
     return 0; /* woken, EAGAIN (value changed) or EINTR: the caller loops */

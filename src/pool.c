@@ -186,10 +186,10 @@ int mproc_pool_create(mproc_pool **out, const mproc_pool_opts *opts) {
                !p->broken)
             pthread_cond_wait(&p->cond, &p->mu);
         if (p->spawn_failures || p->broken) {
-            err = p->spawn_err      ? p->spawn_err
-                  : !p->broken      ? MPROC_EAGAIN
+            err = p->spawn_err     ? p->spawn_err
+                  : !p->broken     ? MPROC_EAGAIN
                   : p->broken_code ? p->broken_code
-                                    : MPROC_EBROKEN;
+                                   : MPROC_EBROKEN;
             p->o.restart_limit = -1;
         }
         pthread_mutex_unlock(&p->mu);

@@ -29,8 +29,7 @@ typedef struct arrstate {
 } arrstate;
 
 /* Elements start here, from the segment's base. */
-#define DATA_OFF                                                               \
-    ((sizeof(mproc__seghdr) + sizeof(arrstate) + 63) / 64 * 64)
+#define DATA_OFF ((sizeof(mproc__seghdr) + sizeof(arrstate) + 63) / 64 * 64)
 
 typedef struct arr {
     mproc__obj obj;
@@ -103,8 +102,7 @@ static void arr_setup(arr *a) {
 }
 
 static int arr_create(arr **out, size_t hsize, uint32_t kind, mproc_type type,
-                      size_t size, size_t n, const void *init,
-                      unsigned flags) {
+                      size_t size, size_t n, const void *init, unsigned flags) {
     if (!out)
         return MPROC_EINVAL;
     *out = NULL;
@@ -116,8 +114,8 @@ static int arr_create(arr **out, size_t hsize, uint32_t kind, mproc_type type,
         __builtin_add_overflow(bytes, DATA_OFF, &total))
         return MPROC_EOVERFLOW;
     int err;
-    arr *a = mproc__handle_new(hsize, kind, total - sizeof(mproc__seghdr),
-                               &err);
+    arr *a =
+        mproc__handle_new(hsize, kind, total - sizeof(mproc__seghdr), &err);
     if (!a)
         return err;
     arrstate *s = mproc__obj_state(&a->obj);
@@ -170,8 +168,7 @@ static int arr_attach(arr **out, size_t hsize, uint32_t kind,
 
 /* Copy element i out (in == NULL) or in (out == NULL), under the lock when
  * there is one. */
-static int arr_copy(arr *a, size_t i, void *out, const void *in,
-                    size_t size) {
+static int arr_copy(arr *a, size_t i, void *out, const void *in, size_t size) {
     if (size != a->elem_size)
         return MPROC_EINVAL;
     if (i >= a->n)
@@ -192,7 +189,8 @@ static int arr_copy(arr *a, size_t i, void *out, const void *in,
     return r;
 }
 
-/* ---- Value ---------------------------------------------------------------- */
+/* ---- Value ----------------------------------------------------------------
+ */
 
 static arr *val(mproc_value *v) {
     return mproc__obj_ok(v, MPROC__K_VALUE) ? &v->a : NULL;
@@ -252,7 +250,8 @@ void mproc_value_free(mproc_value *v) {
         mproc__handle_free(v);
 }
 
-/* ---- Array ---------------------------------------------------------------- */
+/* ---- Array ----------------------------------------------------------------
+ */
 
 static arr *ary(mproc_array *x) {
     return mproc__obj_ok(x, MPROC__K_ARRAY) ? &x->a : NULL;

@@ -163,7 +163,8 @@ void mproc_lock_free(mproc_lock *l) {
         mproc__handle_free(l);
 }
 
-/* ---- Semaphore ------------------------------------------------------------ */
+/* ---- Semaphore ------------------------------------------------------------
+ */
 
 typedef struct semstate {
     _Atomic uint32_t value;

@@ -111,7 +111,11 @@ uint64_t mproc__now_ns(void) {
 uint64_t mproc__deadline(long timeout_ms) {
     if (timeout_ms < 0)
         return UINT64_MAX;
-    return mproc__now_ns() + mproc__ms_to_ns(timeout_ms);
+    uint64_t now = mproc__now_ns();
+    /* A timeout so long that the clock would overflow is no limit. */
+    if ((uint64_t)timeout_ms > (UINT64_MAX - 1 - now) / 1000000ull)
+        return UINT64_MAX;
+    return now + mproc__ms_to_ns(timeout_ms);
 }
 
 int mproc__ms_left(uint64_t deadline) {

@@ -15,19 +15,26 @@
 
 #include "harness.h"
 
-/* ---- Value ---------------------------------------------------------------- */
+/* ---- Value ----------------------------------------------------------------
+ */
 
 TEST(shared_value_types) {
     static const struct {
         mproc_type t;
         size_t size;
     } types[] = {
-        {MPROC_T_CHAR, sizeof(char)},     {MPROC_T_INT, sizeof(int)},
-        {MPROC_T_UINT, sizeof(unsigned)}, {MPROC_T_LONG, sizeof(long)},
-        {MPROC_T_DOUBLE, sizeof(double)}, {MPROC_T_INT8, 1},
-        {MPROC_T_UINT16, 2},              {MPROC_T_INT32, 4},
-        {MPROC_T_UINT64, 8},              {MPROC_T_SIZE, sizeof(size_t)},
-        {MPROC_T_BOOL, sizeof(_Bool)},    {MPROC_T_FLOAT, sizeof(float)},
+        {MPROC_T_CHAR, sizeof(char)},
+        {MPROC_T_INT, sizeof(int)},
+        {MPROC_T_UINT, sizeof(unsigned)},
+        {MPROC_T_LONG, sizeof(long)},
+        {MPROC_T_DOUBLE, sizeof(double)},
+        {MPROC_T_INT8, 1},
+        {MPROC_T_UINT16, 2},
+        {MPROC_T_INT32, 4},
+        {MPROC_T_UINT64, 8},
+        {MPROC_T_SIZE, sizeof(size_t)},
+        {MPROC_T_BOOL, sizeof(_Bool)},
+        {MPROC_T_FLOAT, sizeof(float)},
     };
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
         ck_assert_uint_eq(mproc_type_size(types[i].t), types[i].size);
@@ -115,7 +122,8 @@ TEST(shared_value_bad_args) {
     mproc_value_free(NULL);
 }
 
-/* ---- Array ------------------------------------------------------------------ */
+/* ---- Array ------------------------------------------------------------------
+ */
 
 TEST(shared_array_basics) {
     long init[5] = {1, 2, 3, 4, 5}, x;
@@ -229,7 +237,8 @@ TEST(shared_array_slices_in_pool) {
     mproc_pool_destroy(p);
 }
 
-/* ---- raw segments and references ------------------------------------------- */
+/* ---- raw segments and references -------------------------------------------
+ */
 
 static int shm_task(mproc_task *t, const void *arg, size_t len) {
     mproc_ref ref;

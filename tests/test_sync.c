@@ -227,8 +227,8 @@ static int value_half_update(void *arg) {
 
 TEST(sync_value_holder_killed) {
     pair init = {0, 0}, got;
-    ASSERT_OK(mproc_value_create(&g_val, MPROC_T_BYTES, sizeof(pair), &init,
-                                 0));
+    ASSERT_OK(
+        mproc_value_create(&g_val, MPROC_T_BYTES, sizeof(pair), &init, 0));
     open_pipe();
     pid_t k = test_spawn(value_half_update, NULL);
     ck_assert_int_eq(test_read_byte(g_pipe[0]), 'h');
@@ -275,8 +275,7 @@ TEST(fault_program_killed_holding_lock) {
         mproc_result *res;
         if (mproc_pool_create(&p, &(mproc_pool_opts){.nworkers = 1}) ||
             mproc_ref_of(g_lock, &r) ||
-            mproc_pool_apply_async(p, hold_in_worker, &r, sizeof r, NULL,
-                                   &res))
+            mproc_pool_apply_async(p, hold_in_worker, &r, sizeof r, NULL, &res))
             _exit(1);
         (void)mproc_result_wait(res, MPROC_FOREVER);
         _exit(2); /* the task failed: the test sees EOF on the pipe */
@@ -453,7 +452,8 @@ TEST(sync_condition_wait_for) {
     mproc_shm_free(g_shm);
 }
 
-/* ---- Event ---------------------------------------------------------------- */
+/* ---- Event ----------------------------------------------------------------
+ */
 
 static int event_waiter(void *arg) {
     (void)arg;
@@ -495,7 +495,8 @@ TEST(sync_event) {
     mproc_event_free(g_ev);
 }
 
-/* ---- Barrier -------------------------------------------------------------- */
+/* ---- Barrier --------------------------------------------------------------
+ */
 
 static int action_count(void) {
     (*counter())++;
@@ -649,7 +650,8 @@ TEST(sync_barrier_abort_reset_action) {
     mproc_barrier_free(g_bar);
 }
 
-/* ---- timeouts ------------------------------------------------------------- */
+/* ---- timeouts -------------------------------------------------------------
+ */
 
 static int g_hold[2];
 
@@ -688,7 +690,8 @@ TEST(sync_lock_timeout) {
     mproc_lock_free(g_lock);
 }
 
-/* ---- misuse ---------------------------------------------------------------- */
+/* ---- misuse ----------------------------------------------------------------
+ */
 
 static void *release_from_thread(void *arg) {
     return (void *)(intptr_t)mproc_lock_release(arg);
@@ -784,7 +787,8 @@ TEST(sync_misuse) {
     mproc_lock_free(r);
 }
 
-/* ---- every primitive through a reference, inside pool tasks --------------- */
+/* ---- every primitive through a reference, inside pool tasks ---------------
+ */
 
 typedef struct refs {
     mproc_ref lock, sem, cond, ev, bar;

@@ -38,13 +38,14 @@
     XX(EEXITED, -4003, "worker exited while running the task")                 \
     XX(ETASKTIMEOUT, -4004, "task ran past its timeout")                       \
     XX(EMEMLIMIT, -4005, "task exceeded the worker memory limit")              \
-    XX(ECLOSED, -4006, "pool, process or queue is closed")                            \
-    XX(EBROKEN, -4007, "broken: pool after too many worker deaths, or barrier")               \
+    XX(ECLOSED, -4006, "pool, process or queue is closed")                     \
+    XX(EBROKEN, -4007,                                                         \
+       "broken: pool after too many worker deaths, or barrier")                \
     XX(ECANCELLED, -4008, "task cancelled")                                    \
-    XX(EPROTO, -4009, "malformed message or corrupt shared state")                       \
-    XX(ETOOBIG, -4010, "result or message larger than the configured limit")              \
+    XX(EPROTO, -4009, "malformed message or corrupt shared state")             \
+    XX(ETOOBIG, -4010, "result or message larger than the configured limit")   \
     XX(ENOTREADY, -4011, "result is not ready yet")                            \
-    XX(EOF, -4012, "end of data: no more results or messages")                                           \
+    XX(EOF, -4012, "end of data: no more results or messages")                 \
     XX(ESTATE, -4013, "operation not valid in the object's current state")     \
     XX(EOWNERDEAD, -4014, "previous owner died while holding the lock")        \
     XX(EWORKERINIT, -4015, "worker initializer failed")

@@ -3,7 +3,9 @@
 # -Werror, a second warning-clean build with clang at -O2 (the optimiser
 # finds warnings a debug build does not), an install into a scratch
 # prefix used by pkg-config and find_package consumers, and every test in its
-# own process under ctest (the examples with their expected output included).
+# own process under ctest (the examples with their expected output included),
+# and finally the benchmark suite in --quick mode, which only checks that
+# every benchmark and peer runs and reports well-formed figures.
 set -eu
 cd "$(dirname "$0")/.."
 sh scripts/deps.sh
@@ -17,3 +19,5 @@ cmake --build build-release -j"$jobs"
 sh scripts/check-install.sh
 cd build
 ctest --output-on-failure -j"$jobs" --timeout 300
+cd ..
+sh scripts/bench.sh --quick

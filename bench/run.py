@@ -41,6 +41,16 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "bench", "peers"))
+from py_peers import usable_cpus  # noqa: E402  (one definition for both)
+
+
+def portable(path):
+    """A path inside the checkout, relative to its root, so results do not
+    carry the machine's layout; anything else as it is."""
+    if os.path.isabs(path) and path.startswith(ROOT + os.sep):
+        return os.path.relpath(path, ROOT)
+    return path
 PEERS = os.path.join(ROOT, "bench", "peers", "py_peers.py")
 
 PROTOCOL_KEYS = {"bench", "impl", "param", "unit", "better", "value"}
@@ -84,23 +94,6 @@ JOBLIB_IMPLS = {"joblib"}
 
 def log(msg):
     print("run.py: " + msg, file=sys.stderr, flush=True)
-
-
-def usable_cpus():
-    """As mproc_cpu_count_available(): affinity, capped by a cgroup v2 CPU
-    quota; MPROC_CPU_COUNT overrides."""
-    env = os.environ.get("MPROC_CPU_COUNT", "")
-    if env.isdigit() and int(env) > 0:
-        return int(env)
-    n = len(os.sched_getaffinity(0))
-    try:
-        with open("/sys/fs/cgroup/cpu.max") as f:
-            quota, period = f.read().split()
-        if quota != "max":
-            n = min(n, max(1, math.ceil(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
-    return n
 
 
 def python_exe():
@@ -819,7 +812,8 @@ def main():
     result = {
         "started": started, "wall_s": round(wall, 1), "quick": args.quick,
         "reps": args.reps, "workers": args.workers, "machine": info,
-        "programs": {p.name: (None if p.missing else p.argv) for p in progs},
+        "programs": {p.name: (None if p.missing else [portable(a) for a in p.argv])
+                     for p in progs},
         "aggregates": sorted(aggs.values(), key=lambda a: (a["bench"], a["impl"], a["param"])),
         "table": rows, "plots": plots, "failures": runner.failures,
         "busy_samples": runner.busy_samples, "runs": runner.runs,

@@ -334,32 +334,17 @@ int mproc_shm_create(mproc_shm **out, size_t size) {
         return MPROC_EINVAL;
     if (size > SIZE_MAX - SHM_DATA_OFF)
         return MPROC_EOVERFLOW;
-    mproc_shm *s = calloc(1, sizeof *s);
-    if (!s)
-        return MPROC_ENOMEM;
-    int err = mproc__obj_create(&s->obj, MPROC__K_SHM, SHM_DATA_OFF + size);
-    if (err) {
-        free(s);
-        return err;
-    }
-    *out = s;
-    return 0;
+    int err;
+    *out = mproc__handle_new(sizeof **out, MPROC__K_SHM, size, &err);
+    return *out ? 0 : err;
 }
 
 int mproc_shm_attach(mproc_shm **out, const mproc_ref *ref) {
     if (!out)
         return MPROC_EINVAL;
-    *out = NULL;
-    mproc_shm *s = calloc(1, sizeof *s);
-    if (!s)
-        return MPROC_ENOMEM;
-    int err = mproc__obj_attach(&s->obj, ref, MPROC__K_SHM, SHM_DATA_OFF + 1);
-    if (err) {
-        free(s);
-        return err;
-    }
-    *out = s;
-    return 0;
+    int err;
+    *out = mproc__handle_attach(sizeof **out, ref, MPROC__K_SHM, 1, &err);
+    return *out ? 0 : err;
 }
 
 void *mproc_shm_ptr(const mproc_shm *s) {

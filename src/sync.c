@@ -234,7 +234,7 @@ int mproc_sem_acquire(mproc_sem *sem, long timeout_ms) {
             if (atomic_compare_exchange_weak(&s->value, &v, v - 1))
                 return 0;
         }
-        if (deadline == 0)
+        if (timeout_ms == 0) /* a poll: do not sleep at all */
             return MPROC_ETIMEDOUT;
         /* Announce ourselves before sleeping; release() bumps the value
          * before it reads the count, so one of us sees the other. */
@@ -494,7 +494,7 @@ int mproc_event_wait(mproc_event *e, long timeout_ms) {
     if (w & 1u)
         return 0;
     uint64_t deadline = mproc__deadline(timeout_ms);
-    if (deadline == 0)
+    if (timeout_ms == 0)
         return MPROC_ETIMEDOUT;
     atomic_fetch_add(&e->s->waiters, 1);
     int r;

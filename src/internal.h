@@ -88,7 +88,7 @@ void mproc__zygote_disconnect(mproc__zconn *zc);
 /* In a child forked from the program: drop the program's fork server. */
 void mproc__zygote_forget(void);
 /* Ask for a worker: chan_fd is the worker's end of its channel, page_fd its
- * status page. The reply (pid, pidfd) arrives asynchronously on zc->fd as a
+ * mailbox (mbox.h). The reply (pid, pidfd) arrives asynchronously on zc->fd as a
  * mproc__zmsg of type ZMSG_SPAWNED. */
 int mproc__zygote_request_spawn(mproc__zconn *zc, uint32_t slot, int chan_fd,
                                 int page_fd);
@@ -110,20 +110,5 @@ typedef struct mproc__zmsg {
 /* worker.c: the body the server runs in each forked worker; never returns.
  */
 void mproc__worker_main(int chan_fd, int page_fd) __attribute__((noreturn));
-
-/* ---- worker status page ---------------------------------------------------
- */
-
-/* One page shared between a worker and the pool's result thread, mapped from
- * a memfd. The worker writes, the pool reads; fields are atomics so a torn
- * read cannot happen. It tells the pool which item a dying worker held and
- * whether it died of its memory limit. */
-typedef struct mproc__page {
-    _Atomic uint64_t chunk_id; /* chunk being run, 0 when idle */
-    _Atomic uint64_t item;     /* index within the chunk being run */
-    _Atomic uint64_t item_start_ns;
-    _Atomic uint32_t mem_exhausted; /* set by the fault handler */
-    _Atomic uint32_t pad_;
-} mproc__page;
 
 #endif /* MPROC_INTERNAL_H */

@@ -157,6 +157,11 @@ static int find_ready(mproc_iter *it, size_t *bi, size_t *ii) {
     return 0;
 }
 
+static int any_ready(void *arg) {
+    size_t bi, ii;
+    return find_ready(arg, &bi, &ii);
+}
+
 int mproc_iter_next(mproc_iter *it, long timeout_ms, mproc_item *item) {
     if (!it || !item)
         return MPROC_EINVAL;
@@ -183,6 +188,7 @@ int mproc_iter_next(mproc_iter *it, long timeout_ms, mproc_item *item) {
     mproc_pool *p = it->pool;
     uint64_t deadline = mproc__deadline(timeout_ms);
     size_t bi = 0, ii = 0;
+    int spun = 0;
     pthread_mutex_lock(&p->mu);
     while (!find_ready(it, &bi, &ii)) {
         if (p->thread_started && pthread_equal(pthread_self(), p->thread)) {
@@ -190,6 +196,8 @@ int mproc_iter_next(mproc_iter *it, long timeout_ms, mproc_item *item) {
             pthread_mutex_unlock(&p->mu);
             return MPROC_EDEADLK;
         }
+        if (!spun++ && mproc__pool_spin_locked(p, any_ready, it))
+            continue;
         if (deadline == UINT64_MAX) {
             pthread_cond_wait(&p->cond, &p->mu);
         } else {
@@ -209,7 +217,9 @@ int mproc_iter_next(mproc_iter *it, long timeout_ms, mproc_item *item) {
         item->data = r->data[ii];
         item->len = r->len[ii];
     } else {
-        item->errmsg = r->errmsg[ii];
+        item->errmsg = r->errmsg && r->errmsg[ii]
+                           ? r->errmsg[ii]
+                           : mproc_strerror(item->status);
     }
     if (b->taken)
         b->taken[ii] = 1;

@@ -98,7 +98,14 @@ static void pool_free(mproc_pool *p) {
     mproc__zygote_disconnect(&p->zc);
     mproc__close(p->wake_fd);
     mproc__close(p->epfd);
+    for (int i = 0; p->w && i < p->o.nworkers; i++) {
+        mproc__mbox_unmap(p->w[i].mb);
+        mproc__close(p->w[i].mb_fd);
+    }
     free(p->w);
+    free(p->ringbuf);
+    free(p->deferred.r);
+    free(p->deferred.pr);
     free(p->cpus);
     free(p->initarg);
     free(p->rxbuf);
@@ -132,11 +139,13 @@ int mproc_pool_create(mproc_pool **out, const mproc_pool_opts *opts) {
     pthread_cond_init(&p->cond, &ca);
     pthread_condattr_destroy(&ca);
 
+    p->ncpu = mproc_cpu_count_available();
     p->w = calloc((size_t)o.nworkers, sizeof *p->w);
     p->rxbuf = malloc(MPROC__WIRE_RECV_BUF);
+    p->ringbuf = malloc(MPROC__REC_MAX);
     p->ndeaths_ring = o.restart_limit > 0 ? o.restart_limit + 1 : 1;
     p->deaths = calloc((size_t)p->ndeaths_ring, sizeof *p->deaths);
-    if (!p->w || !p->rxbuf || !p->deaths) {
+    if (!p->w || !p->rxbuf || !p->ringbuf || !p->deaths) {
         err = MPROC_ENOMEM;
         goto fail;
     }
@@ -151,7 +160,18 @@ int mproc_pool_create(mproc_pool **out, const mproc_pool_opts *opts) {
     if (o.pin_cpus && (err = pick_cpus(p)) < 0)
         goto fail;
     for (int i = 0; i < o.nworkers; i++)
-        p->w[i].chan = p->w[i].pidfd = -1;
+        p->w[i].chan = p->w[i].pidfd = p->w[i].mb_fd = -1;
+    for (int i = 0; i < o.nworkers; i++) {
+        mproc__worker *w = &p->w[i];
+        if ((w->mb_fd = mproc__memfd("mproc-mbox", MPROC__MBOX_BYTES)) < 0) {
+            err = w->mb_fd;
+            goto fail;
+        }
+        if (!(w->mb = mproc__mbox_map(w->mb_fd))) {
+            err = -errno;
+            goto fail;
+        }
+    }
 
     p->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     p->epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -205,12 +225,8 @@ int mproc_pool_create(mproc_pool **out, const mproc_pool_opts *opts) {
     /* Creation failed before the thread ran: kill what was forked. The
      * fork server kills a pool's workers when its connection closes, and
      * reports nothing; mproc_shutdown() reaps them. */
-    for (int i = 0; i < o.nworkers; i++) {
-        mproc__worker *w = &p->w[i];
-        mproc__close(w->chan);
-        if (w->page)
-            munmap(w->page, sizeof *w->page);
-    }
+    for (int i = 0; i < o.nworkers; i++)
+        mproc__close(p->w[i].chan);
 fail:
     pool_free(p);
     return err;
@@ -235,47 +251,40 @@ static int send_init(mproc_pool *p, int chan, int slot) {
                             p->initarg, p->o.initarg_len);
 }
 
+/* Forget the slot's worker; its mailbox stays. */
+static void worker_clear(mproc__worker *w) {
+    mproc__worker keep = {.mb = w->mb, .mb_fd = w->mb_fd};
+    *w = keep;
+    w->chan = w->pidfd = -1;
+    w->state = W_EMPTY;
+}
+
 /* Ask the fork server for a worker in slot. Called with mu held (or before
  * the thread exists). */
 static int spawn_worker(mproc_pool *p, int slot) {
     mproc__worker *w = &p->w[slot];
-    int sv[2] = {-1, -1}, page_fd = -1, err;
+    int sv[2] = {-1, -1}, err;
     if ((err = mproc__socketpair_seqpacket(sv)) < 0)
         return err;
-    if ((page_fd = mproc__memfd("mproc-page", sizeof(mproc__page))) < 0) {
-        err = page_fd;
-        goto fail;
-    }
-    void *page = mmap(NULL, sizeof(mproc__page), PROT_READ | PROT_WRITE,
-                      MAP_SHARED, page_fd, 0);
-    if (page == MAP_FAILED) {
-        err = -errno;
-        goto fail;
-    }
+    /* The slot's last worker is dead and reaped: its mailbox is ours. */
+    mproc__mbox_reset(w->mb);
     /* INIT goes first, so the worker finds it waiting when it starts. */
     if ((err = send_init(p, sv[0], slot)) < 0 ||
         (err = mproc__set_nonblock(sv[0], true)) < 0 ||
         (err = mproc__zygote_request_spawn(&p->zc, (uint32_t)slot, sv[1],
-                                           page_fd)) < 0 ||
+                                           w->mb_fd)) < 0 ||
         (err = epoll_add(p, sv[0], EV(EV_CHAN, slot))) < 0) {
-        munmap(page, sizeof(mproc__page));
-        goto fail;
+        mproc__close(sv[0]);
+        mproc__close(sv[1]);
+        return err;
     }
     mproc__close(sv[1]);
-    mproc__close(page_fd);
-    memset(w, 0, sizeof *w);
+    worker_clear(w);
+    mproc__mbox_rings(w->mb, &w->tasks, &w->results);
     w->state = W_SPAWNING;
     w->chan = sv[0];
-    w->pidfd = -1;
-    w->page = page;
     return 0;
-fail:
-    mproc__close(sv[0]);
-    mproc__close(sv[1]);
-    mproc__close(page_fd);
-    return err;
 }
-
 /* ---- queue and dispatch
  * ------------------------------------------------------- */
 
@@ -305,13 +314,7 @@ static mproc__chunk *q_pop(mproc_pool *p) {
     return c;
 }
 
-/* Results completed during one pass of the loop, for callbacks. */
-typedef struct cbq {
-    mproc_result **r; /* completed: callbacks to run */
-    size_t n, cap;
-    mproc_result **pr; /* with a progress report due */
-    size_t pn, pcap;
-} cbq;
+typedef mproc__cbq cbq;
 
 static int vec_push(mproc_result ***v, size_t *n, size_t *cap,
                     mproc_result *r) {
@@ -360,34 +363,193 @@ static void fail_queue(mproc_pool *p, cbq *q, int code, const char *msg) {
         fail_chunk(p, q, c, code, msg);
 }
 
+/* ---- in-flight chunks, per worker */
+
+static void inflight_push(mproc__worker *w, mproc__chunk *c) {
+    c->next = NULL;
+    if (w->fl_tail)
+        w->fl_tail->next = c;
+    else {
+        w->fl_head = c;
+        w->head_since = c->sent_ns;
+    }
+    w->fl_tail = c;
+    w->fl_chunks++;
+    w->fl_items += c->n;
+}
+
+/* Take the chunk with this id out of the worker's list (NULL: none). */
+static mproc__chunk *inflight_take(mproc__worker *w, uint64_t id) {
+    mproc__chunk *prev = NULL, *c = w->fl_head;
+    while (c && c->id != id) {
+        prev = c;
+        c = c->next;
+    }
+    if (!c)
+        return NULL;
+    if (prev)
+        prev->next = c->next;
+    else {
+        w->fl_head = c->next;
+        w->head_since = mproc__now_ns();
+    }
+    if (w->fl_tail == c)
+        w->fl_tail = prev;
+    c->next = NULL;
+    w->fl_chunks--;
+    w->fl_items -= c->n;
+    return c;
+}
+
+/* ---- sending work */
+
+/* The worker sleeps: tell it to look at its task ring. The check comes
+ * after the record's seq_cst publication, pairing with the worker's
+ * announce-then-recheck (mbox.h). */
+static void wake_worker(mproc__worker *w) {
+    if (atomic_load(&w->mb->w_sleep) && atomic_exchange(&w->mb->w_sleep, 0))
+        (void)mproc__wire_send(w->chan, MPROC__MSG_WAKE, 0, 0, NULL, 0, NULL,
+                               0);
+}
+
+/* Chunks in flight per worker: one running and one waiting, or, for
+ * chunks that take little time, as many as make about 100 us of work, so
+ * that a worker never waits for the pool. */
+static size_t window(const mproc_pool *p) {
+    uint64_t avg = p->avg_chunk_ns;
+    if (avg == 0 || avg >= 50000)
+        return 2;
+    return MPROC_MIN(64, MPROC_MAX(2, 100000 / (avg + 1)));
+}
+
+/* Put chunk c in w's task ring, or on its channel when too big for the
+ * ring (a CHAN record keeps the order). 0 when sent, 1 when there is no
+ * room now, < 0 on error. */
 static int send_chunk(mproc_pool *p, mproc__worker *w, mproc__chunk *c) {
     mproc_result *r = c->res;
     mproc__task_payload tp = {.kind = (uint32_t)r->kind,
+                              .flags = r->timeout_ns ? MPROC__TASK_F_TIMED : 0,
                               .in_size = r->in_size,
                               .out_size = r->out_size,
                               .first_index = r->index_base + c->first};
-    c->id = ++p->next_chunk_id;
-    if (r->kind == MPROC__KIND_TYPED) {
+    int typed = r->kind == MPROC__KIND_TYPED;
+    const unsigned char *bulk;
+    size_t lens_len = 0, bulk_len;
+    if (typed) {
         tp.fn = (uint64_t)(uintptr_t)r->efn;
-        return mproc__wire_send(
-            w->chan, MPROC__MSG_TASK, c->id, (uint32_t)c->n, &tp, sizeof tp,
-            r->in ? r->in + c->first * r->in_size : NULL, c->n * r->in_size);
+        bulk = r->in ? r->in + c->first * r->in_size : NULL;
+        bulk_len = c->n * r->in_size;
+    } else {
+        tp.fn = (uint64_t)(uintptr_t)r->fn;
+        lens_len = c->n * sizeof(uint64_t);
+        size_t a = r->in_off[c->first], b = r->in_off[c->first + c->n];
+        bulk = r->in_buf + a;
+        bulk_len = b - a;
     }
-    tp.fn = (uint64_t)(uintptr_t)r->fn;
-    size_t hl = sizeof tp + c->n * sizeof(uint64_t);
-    unsigned char *h = malloc(hl);
-    if (!h)
-        return MPROC_ENOMEM;
-    memcpy(h, &tp, sizeof tp);
-    for (size_t i = 0; i < c->n; i++) {
-        uint64_t l = r->in_off[c->first + i + 1] - r->in_off[c->first + i];
-        memcpy(h + sizeof tp + i * sizeof l, &l, sizeof l);
+    size_t len = sizeof tp + lens_len + bulk_len;
+    mproc__rec *rec = mproc__ring_reserve(&w->tasks, len);
+    if (!rec && len <= MPROC__REC_MAX)
+        return 1;
+    uint64_t id = p->next_chunk_id + 1;
+    if (rec) {
+        unsigned char *d = (unsigned char *)(rec + 1);
+        memcpy(d, &tp, sizeof tp);
+        d += sizeof tp;
+        for (size_t i = 0; i < lens_len / sizeof(uint64_t); i++) {
+            uint64_t l = r->in_off[c->first + i + 1] - r->in_off[c->first + i];
+            memcpy(d + i * sizeof l, &l, sizeof l);
+        }
+        if (bulk_len)
+            memcpy(d + lens_len, bulk, bulk_len);
+        rec->type = MPROC__REC_TASK;
+    } else {
+        /* Too big for the ring: the TASK goes on the channel, and a CHAN
+         * record after it tells the worker to read it. */
+        if (!(rec = mproc__ring_reserve(&w->tasks, 0)))
+            return 1;
+        unsigned char *h = malloc(sizeof tp + lens_len);
+        if (!h)
+            return MPROC_ENOMEM;
+        memcpy(h, &tp, sizeof tp);
+        for (size_t i = 0; i < lens_len / sizeof(uint64_t); i++) {
+            uint64_t l = r->in_off[c->first + i + 1] - r->in_off[c->first + i];
+            memcpy(h + sizeof tp + i * sizeof l, &l, sizeof l);
+        }
+        int err = mproc__wire_send(w->chan, MPROC__MSG_TASK, id, (uint32_t)c->n,
+                                   h, sizeof tp + lens_len, bulk, bulk_len);
+        free(h);
+        if (err < 0)
+            return err;
+        rec = mproc__ring_reserve(&w->tasks, 0);
+        rec->type = MPROC__REC_CHAN;
     }
-    size_t a = r->in_off[c->first], b = r->in_off[c->first + c->n];
-    int err = mproc__wire_send(w->chan, MPROC__MSG_TASK, c->id, (uint32_t)c->n,
-                               h, hl, r->in_buf + a, b - a);
-    free(h);
-    return err;
+    rec->nitems = (uint32_t)c->n;
+    rec->id = id;
+    c->ring_pos = w->tasks.rec_at;
+    mproc__ring_commit(&w->tasks, rec);
+    if (rec->type == MPROC__REC_TASK)
+        wake_worker(w);
+    c->id = ++p->next_chunk_id;
+    return 0;
+}
+
+static int can_take(const mproc_pool *p, const mproc__worker *w) {
+    return (w->state == W_IDLE || w->state == W_BUSY) && !w->ring_bad &&
+           w->killed == KILL_NONE && w->chan >= 0 &&
+           !(p->o.max_tasks_per_child &&
+             w->items_sent >= (uint64_t)p->o.max_tasks_per_child);
+}
+
+/* Who gets the next chunk: the idle worker that went idle last (it is the
+ * likeliest to be still spinning), else the least loaded one with room. */
+static mproc__worker *pick_worker(mproc_pool *p, size_t win) {
+    mproc__worker *idle = NULL, *busy = NULL;
+    for (int i = 0; i < p->o.nworkers; i++) {
+        mproc__worker *w = &p->w[i];
+        if (!can_take(p, w))
+            continue;
+        if (w->fl_chunks == 0) {
+            if (!idle || w->idle_since > idle->idle_since)
+                idle = w;
+        } else if (w->fl_chunks < win &&
+                   (!busy || w->fl_chunks < busy->fl_chunks)) {
+            busy = w;
+        }
+    }
+    return idle ? idle : busy;
+}
+
+/* A worker is idle and the queue is empty, while another has chunks
+ * waiting behind the one it runs: take its last one back (unless it has
+ * just started it) and put it in the queue. 1 if one was taken. */
+static int steal(mproc_pool *p) {
+    mproc__worker *victim = NULL;
+    int idle = 0;
+    for (int i = 0; i < p->o.nworkers; i++) {
+        mproc__worker *w = &p->w[i];
+        idle |= can_take(p, w) && w->fl_chunks == 0;
+        if (w->fl_chunks >= 2 && w->killed == KILL_NONE && !w->ring_bad &&
+            (!victim || w->fl_chunks > victim->fl_chunks))
+            victim = w;
+    }
+    if (!idle || !victim)
+        return 0;
+    mproc__chunk *c = victim->fl_tail;
+    /* Its record is still in the ring until the worker's tail passes it;
+     * we are the only writer, so nothing else is there meanwhile. */
+    uint64_t tail = atomic_load(&victim->mb->task.tail);
+    if (tail > c->ring_pos)
+        return 0;
+    mproc__rec *rec = (mproc__rec *)(victim->tasks.data +
+                                     (c->ring_pos & (MPROC__RING_BYTES - 1)));
+    uint32_t free_ = MPROC__CLAIM_FREE;
+    if (!atomic_compare_exchange_strong(&rec->claim, &free_,
+                                        MPROC__CLAIM_STOLEN))
+        return 0;
+    inflight_take(victim, c->id);
+    victim->items_sent -= c->n;
+    q_push_front(p, c);
+    return 1;
 }
 
 static void dispatch(mproc_pool *p, cbq *q) {
@@ -396,51 +558,75 @@ static void dispatch(mproc_pool *p, cbq *q) {
                    p->broken_why);
         return;
     }
-    for (int i = 0; i < p->o.nworkers && p->qhead; i++) {
-        mproc__worker *w = &p->w[i];
-        if (w->state != W_IDLE)
-            continue;
-        mproc__chunk *c = q_pop(p);
+    size_t win = window(p);
+    while (p->qhead) {
+        mproc__chunk *c = p->qhead;
         if (c->res->user_freed && c->res->kind == MPROC__KIND_TYPED) {
             /* The caller gave up on this map; its arrays may be gone. */
-            fail_chunk(p, q, c, MPROC_ECANCELLED, "result freed");
-            i--;
+            fail_chunk(p, q, q_pop(p), MPROC_ECANCELLED, "result freed");
             continue;
         }
+        mproc__worker *w = pick_worker(p, win);
+        if (!w)
+            break;
         int err = send_chunk(p, w, c);
+        if (err == 1) {
+            /* Its ring is full: try the others once, then wait. */
+            win = w->fl_chunks;
+            if (win == 0)
+                return;
+            continue;
+        }
         if (err < 0) {
-            /* The worker is going away (or memory is short): put the
-             * chunk back; the worker's exit report will follow. */
-            q_push_front(p, c);
+            /* The worker is going away (or memory is short); its exit
+             * report will follow. */
             if (err != MPROC_ENOMEM)
                 w->state = W_EXITING;
             return;
         }
-        w->chunk = c;
+        q_pop(p);
+        c->sent_ns = mproc__now_ns();
+        inflight_push(w, c);
         w->state = W_BUSY;
-        w->sent_ns = mproc__now_ns();
         w->items_sent += c->n;
     }
+    if (!p->qhead && steal(p))
+        dispatch(p, q);
 }
 
-/* ---- messages from workers
+/* ---- results from workers
  * ---------------------------------------------------- */
 
-/* Check and store a RESULT. 0, or MPROC_EPROTO if the worker lied. */
-static int take_result(mproc_pool *p, cbq *q, mproc__worker *w,
-                       const mproc__msg *m) {
-    mproc__chunk *c = w->chunk;
-    if (w->state != W_BUSY || !c || m->hdr.id != c->id || m->hdr.nitems != c->n)
+/* Check and store the outcome of chunk id, in the full layout (wire.h:
+ * item headers, data, messages) or, for REC_TYPED_OK, the outputs only.
+ * The payload is our own copy, except for REC_TYPED_OK whose bytes go
+ * straight to the caller's array (a worker that changes them while we copy
+ * only spoils its own outputs). 0, or MPROC_EPROTO if the worker lied. */
+static int take_result(mproc_pool *p, cbq *q, mproc__worker *w, uint64_t id,
+                       size_t n, int type, const unsigned char *pl,
+                       size_t len) {
+    mproc__chunk *c = w->fl_head;
+    while (c && c->id != id)
+        c = c->next;
+    if (!c || n != c->n)
         return MPROC_EPROTO;
     mproc_result *r = c->res;
-    size_t n = c->n, len = (size_t)m->hdr.len;
-    const unsigned char *pl = m->payload;
+    int typed = r->kind == MPROC__KIND_TYPED;
+    if (type == MPROC__REC_TYPED_OK) {
+        if (!typed || n * r->out_size != len)
+            return MPROC_EPROTO;
+        if (!r->user_freed && len)
+            memcpy(r->out + c->first * r->out_size, pl, len);
+        inflight_take(w, id);
+        if (mproc__result_set_ok_range(r, c->first, n))
+            note_done(q, r);
+        goto taken;
+    }
     if (n > len / sizeof(mproc__item_hdr))
         return MPROC_EPROTO;
     /* First pass: the layout must add up exactly, without overflow. The
      * typed form has a fixed data area, out_size bytes per item; the bytes
      * form concatenates each item's result. */
-    int typed = r->kind == MPROC__KIND_TYPED;
     size_t rest = len - n * sizeof(mproc__item_hdr), data_total = 0,
            msg_total = 0;
     if (typed && (__builtin_mul_overflow(n, r->out_size, &data_total) ||
@@ -462,6 +648,7 @@ static int take_result(mproc_pool *p, cbq *q, mproc__worker *w,
     }
     if (data_total + msg_total != rest)
         return MPROC_EPROTO;
+    inflight_take(w, id);
     /* Second pass: store. */
     const unsigned char *data = pl + n * sizeof(mproc__item_hdr);
     const unsigned char *msgs = data + data_total;
@@ -496,13 +683,16 @@ static int take_result(mproc_pool *p, cbq *q, mproc__worker *w,
         if (mproc__result_set(r, idx, code, d, (size_t)h.datalen, msg))
             note_done(q, r);
     }
+taken:
     note_progress(q, r);
     free(c);
-    w->chunk = NULL;
-    w->state = W_IDLE;
-    if (p->o.max_tasks_per_child &&
-        w->items_sent >= (uint64_t)p->o.max_tasks_per_child)
-        w->state = W_EXITING; /* it leaves by itself now */
+    if (w->fl_chunks == 0) {
+        w->state = W_IDLE;
+        w->idle_since = mproc__now_ns();
+        if (p->o.max_tasks_per_child &&
+            w->items_sent >= (uint64_t)p->o.max_tasks_per_child)
+            w->state = W_EXITING; /* it leaves by itself now */
+    }
     return 0;
 }
 
@@ -562,23 +752,71 @@ static int answer_fdreq(mproc__worker *w, const mproc__msg *m) {
     return 0;
 }
 
-/* Read everything the worker has sent. */
+static void drain_chan_msgs(mproc_pool *p, cbq *q, int slot);
+
+static void broke_protocol(mproc_pool *p, mproc__worker *w, int err) {
+    mproc_log(MPROC_LOG_WARNING,
+              "worker %d sent a malformed message (%s); killing it",
+              (int)w->pid, mproc_strerror(err));
+    kill_worker(w, KILL_PROTO, SIGKILL);
+    close_chan(p, w);
+    w->ring_bad = 1; /* nothing more is taken from it */
+}
+
+/* Take in every result in the worker's result ring. */
+static void drain_ring(mproc_pool *p, cbq *q, int slot) {
+    mproc__worker *w = &p->w[slot];
+    if (w->ring_bad || w->state == W_EMPTY)
+        return;
+    for (;;) {
+        mproc__rec h;
+        int bad = 0, err = MPROC_EPROTO;
+        const mproc__rec *rec = mproc__ring_peek(&w->results, &h, &bad);
+        if (rec && h.type == MPROC__REC_TYPED_OK) {
+            err = take_result(p, q, w, h.id, h.nitems, h.type,
+                              (const unsigned char *)(rec + 1), h.len);
+        } else if (rec && h.type == MPROC__REC_RESULT) {
+            /* Parse a private copy: the worker can still write there. */
+            memcpy(p->ringbuf, rec + 1, h.len);
+            err =
+                take_result(p, q, w, h.id, h.nitems, h.type, p->ringbuf, h.len);
+        } else if (!rec && !bad) {
+            return;
+        }
+        if (err) {
+            broke_protocol(p, w, err);
+            return;
+        }
+        mproc__ring_release(&w->results);
+        p->avg_chunk_ns = p->avg_chunk_ns ? (7 * p->avg_chunk_ns + h.aux) / 8
+                                          : MPROC_MAX(h.aux, 1);
+    }
+}
+
+/* Read everything the worker has sent: the channel, then the ring. */
 static void drain_chan(mproc_pool *p, cbq *q, int slot) {
+    drain_chan_msgs(p, q, slot);
+    drain_ring(p, q, slot);
+}
+
+static void drain_chan_msgs(mproc_pool *p, cbq *q, int slot) {
     mproc__worker *w = &p->w[slot];
     while (w->chan >= 0) {
         mproc__msg m;
         size_t cap = SIZE_MAX;
-        if (w->chunk) {
+        if (w->fl_head) {
             /* No honest result is bigger than this. */
             size_t per = sizeof(mproc__item_hdr) + 4096;
             size_t lim = p->o.max_result_bytes + per;
-            cap = w->chunk->n > SIZE_MAX / lim ? SIZE_MAX : w->chunk->n * lim;
+            cap = w->fl_items > SIZE_MAX / lim ? SIZE_MAX : w->fl_items * lim;
         }
         int r = mproc__wire_recv(w->chan, p->rxbuf, cap, &m);
         if (r == -EAGAIN)
             return;
+        /* A worker that dies with messages unread (a WAKE, say) leaves
+         * ECONNRESET behind: that is an exit, not a lie. */
         if (r <= 0) {
-            if (r < 0) {
+            if (r < 0 && r != -ECONNRESET) {
                 mproc_log(MPROC_LOG_WARNING,
                           "worker %d sent a bad message (%s); killing it",
                           (int)w->pid, mproc_strerror(r));
@@ -592,14 +830,22 @@ static void drain_chan(mproc_pool *p, cbq *q, int slot) {
         case MPROC__MSG_READY:
             if (w->state == W_STARTING || w->state == W_SPAWNING) {
                 w->state = W_IDLE;
+                w->idle_since = mproc__now_ns();
+                p->init_fail_streak = 0;
+            } else if (w->state == W_EXITING) {
+                /* Told to go (the pool closed) while it started up: it
+                 * reads EOF next and exits. */
                 p->init_fail_streak = 0;
             } else {
                 err = MPROC_EPROTO;
             }
             break;
         case MPROC__MSG_RESULT:
-            err = take_result(p, q, w, &m);
+            err = take_result(p, q, w, m.hdr.id, m.hdr.nitems,
+                              MPROC__REC_RESULT, m.payload, (size_t)m.hdr.len);
             break;
+        case MPROC__MSG_WAKE:
+            break; /* drain_chan reads the ring next */
         case MPROC__MSG_FDREQ:
             err = answer_fdreq(w, &m);
             break;
@@ -614,11 +860,7 @@ static void drain_chan(mproc_pool *p, cbq *q, int slot) {
         }
         mproc__wire_release(&m);
         if (err) {
-            mproc_log(MPROC_LOG_WARNING,
-                      "worker %d sent a malformed message; killing it",
-                      (int)w->pid);
-            kill_worker(w, KILL_PROTO, SIGKILL);
-            close_chan(p, w);
+            broke_protocol(p, w, err);
             return;
         }
     }
@@ -644,7 +886,7 @@ static void describe_death(const mproc_pool *p, const mproc__worker *w,
                  pid);
     } else if (WIFSIGNALED(status)) {
         int sig = WTERMSIG(status);
-        if (w->page && atomic_load(&w->page->mem_exhausted)) {
+        if (atomic_load(&w->mb->mem_exhausted)) {
             *code = MPROC_EMEMLIMIT;
             snprintf(msg, cap,
                      "worker %d killed by SIG%s after reaching its memory "
@@ -679,33 +921,24 @@ static mproc__chunk *sub_chunk(mproc__chunk *c, size_t first, size_t n) {
     return s;
 }
 
-/* The worker died holding chunk c: decide every item's fate. */
-static void fault_chunk(mproc_pool *p, cbq *q, mproc__worker *w, int status) {
-    mproc__chunk *c = w->chunk;
+/* The worker died while chunk c was running (or, killed for its time,
+ * was due to run): decide every item's fate. */
+static void fault_chunk(mproc_pool *p, cbq *q, mproc__worker *w,
+                        mproc__chunk *c, int code, const char *msg) {
     mproc_result *r = c->res;
-    w->chunk = NULL;
-    int code;
-    char msg[256];
-    describe_death(p, w, c, status, &code, msg, sizeof msg);
-    if (code == MPROC_ECANCELLED || code == MPROC_EPROTO) {
+    if (code == MPROC_EPROTO) {
         fail_chunk(p, q, c, code, msg);
         return;
     }
-    /* Which item was running? The page says, if the worker got that far. */
-    size_t k = SIZE_MAX;
-    if (w->page && atomic_load(&w->page->chunk_id) == c->id) {
-        uint64_t it = atomic_load(&w->page->item);
+    /* Which item was running? The mailbox says, if the worker got that
+     * far; a worker killed for its time before it started is blamed on
+     * the first item. */
+    size_t k = 0;
+    if (atomic_load(&w->mb->chunk_id) == c->id) {
+        uint64_t it = atomic_load(&w->mb->item);
         if (it < c->n)
             k = (size_t)it;
     }
-    if (k == SIZE_MAX && w->killed != KILL_TIMEOUT) {
-        /* Died before starting the chunk (killed while idle, say): no
-         * item is to blame; run them all again. */
-        q_push_front(p, c);
-        return;
-    }
-    if (k == SIZE_MAX)
-        k = 0;
     /* Items after k never ran; items before k ran but their results died
      * with the worker. Both go back to the queue, ahead of other work. */
     mproc__chunk *after = sub_chunk(c, c->first + k + 1, c->n - k - 1);
@@ -713,16 +946,17 @@ static void fault_chunk(mproc_pool *p, cbq *q, mproc__worker *w, int status) {
     if (after)
         q_push_front(p, after);
     size_t idx = c->first + k;
-    int may_retry = code != MPROC_EMEMLIMIT && r->attempts[idx] < r->retries &&
-                    !p->broken && p->state != P_TERMINATING;
+    int may_retry = code != MPROC_EMEMLIMIT &&
+                    mproc__result_attempts(r, idx) < r->retries && !p->broken &&
+                    p->state != P_TERMINATING &&
+                    mproc__result_count_attempt(r, idx) == 0;
     if (may_retry) {
-        r->attempts[idx]++;
         p->stats.items_retried++;
         mproc__chunk *one = sub_chunk(c, idx, 1);
         if (one)
             q_push_front(p, one);
         mproc_log(MPROC_LOG_INFO, "item %zu: %s; retrying (%d of %d)", idx, msg,
-                  r->attempts[idx], r->retries);
+                  mproc__result_attempts(r, idx), r->retries);
     } else {
         mproc_log(MPROC_LOG_INFO, "item %zu: %s", idx, msg);
         if (mproc__result_set(r, idx, code, NULL, 0, strdup(msg)))
@@ -732,6 +966,44 @@ static void fault_chunk(mproc_pool *p, cbq *q, mproc__worker *w, int status) {
     if (before)
         q_push_front(p, before);
     free(c);
+}
+
+/* The worker died with chunks in flight (their finished results are
+ * already taken in). The one it was running takes the blame; the others
+ * never started and go back to the queue. */
+static void fault_inflight(mproc_pool *p, cbq *q, mproc__worker *w,
+                           int status) {
+    mproc__chunk *list = w->fl_head;
+    w->fl_head = w->fl_tail = NULL;
+    w->fl_chunks = w->fl_items = 0;
+    if (!list)
+        return;
+    uint64_t running = atomic_load(&w->mb->chunk_id);
+    mproc__chunk *blame = NULL;
+    for (mproc__chunk *c = list; c; c = c->next)
+        if (c->id == running)
+            blame = c;
+    if (!blame && (w->killed == KILL_TIMEOUT || w->killed == KILL_PROTO))
+        blame = list;
+    int code;
+    char msg[256];
+    describe_death(p, w, blame ? blame : list, status, &code, msg, sizeof msg);
+    /* Back to the queue in their order: the last one first. */
+    mproc__chunk *rev = NULL;
+    for (mproc__chunk *c = list, *nx; c; c = nx) {
+        nx = c->next;
+        c->next = rev;
+        rev = c;
+    }
+    for (mproc__chunk *c = rev, *nx; c; c = nx) {
+        nx = c->next;
+        if (code == MPROC_ECANCELLED)
+            fail_chunk(p, q, c, code, msg);
+        else if (c != blame)
+            q_push_front(p, c);
+    }
+    if (blame && code != MPROC_ECANCELLED)
+        fault_chunk(p, q, w, blame, code, msg);
 }
 
 static void count_death(mproc_pool *p) {
@@ -757,20 +1029,15 @@ static void worker_gone(mproc_pool *p, cbq *q, int slot, int status) {
     mproc__worker *w = &p->w[slot];
     drain_chan(p, q, slot); /* a last RESULT may be waiting */
     int expected =
-        (w->state == W_EXITING && !w->chunk && w->killed == KILL_NONE &&
+        (w->state == W_EXITING && !w->fl_head && w->killed == KILL_NONE &&
          WIFEXITED(status) && WEXITSTATUS(status) == 0) ||
         w->killed == KILL_TERMINATE;
-    if (w->chunk)
-        fault_chunk(p, q, w, status);
+    fault_inflight(p, q, w, status);
     if (!expected)
         count_death(p);
     close_chan(p, w);
     mproc__close(w->pidfd);
-    if (w->page)
-        munmap(w->page, sizeof *w->page);
-    memset(w, 0, sizeof *w);
-    w->chan = w->pidfd = -1;
-    w->state = W_EMPTY;
+    worker_clear(w);
 }
 
 static void zygote_event(mproc_pool *p, cbq *q) {
@@ -817,10 +1084,7 @@ static void zygote_event(mproc_pool *p, cbq *q) {
             p->spawn_failures++;
             p->spawn_err = m.status < 0 ? m.status : MPROC_EAGAIN;
             close_chan(p, w);
-            if (w->page)
-                munmap(w->page, sizeof *w->page);
-            memset(w, 0, sizeof *w);
-            w->chan = w->pidfd = -1;
+            worker_clear(w);
             count_death(p);
             break;
         case MPROC__ZMSG_EXITED:
@@ -880,16 +1144,20 @@ static int check_deadlines(mproc_pool *p) {
     }
     for (int i = 0; i < p->o.nworkers; i++) {
         mproc__worker *w = &p->w[i];
-        if (w->state != W_BUSY || !w->chunk || !w->chunk->res->timeout_ns ||
+        mproc__chunk *c = w->fl_head;
+        if (w->state != W_BUSY || !c || !c->res->timeout_ns ||
             w->killed != KILL_NONE)
             continue;
-        uint64_t start = w->sent_ns;
-        if (atomic_load(&w->page->chunk_id) == w->chunk->id) {
-            uint64_t s = atomic_load(&w->page->item_start_ns);
+        /* The oldest chunk in flight is the one running (or about to):
+         * it started after it was sent and after its predecessor's
+         * result came in, and its current item says when it began. */
+        uint64_t start = MPROC_MAX(c->sent_ns, w->head_since);
+        if (atomic_load(&w->mb->chunk_id) == c->id) {
+            uint64_t s = atomic_load(&w->mb->item_start_ns);
             if (s > start)
                 start = s;
         }
-        uint64_t dl = start + w->chunk->res->timeout_ns;
+        uint64_t dl = start + c->res->timeout_ns;
         if (now >= dl)
             kill_worker(w, KILL_TIMEOUT, SIGKILL);
         else if (dl < next)
@@ -943,8 +1211,46 @@ static void run_callbacks(mproc_pool *p, cbq *q) {
             mproc__result_destroy(r);
     }
     if (q->n)
-        pthread_cond_broadcast(&p->cond);
+        mproc__pool_signal(p);
     q->n = 0;
+}
+
+/* Before the thread sleeps: ask every worker for a WAKE with its next
+ * result, then look once more (a result posted before the flag was seen
+ * gets no WAKE). 1 if there is something to take in after all. */
+static int arm_sleep(mproc_pool *p) {
+    for (int i = 0; i < p->o.nworkers; i++)
+        if (p->w[i].state != W_EMPTY)
+            atomic_store(&p->w[i].mb->p_sleep, 1);
+    for (int i = 0; i < p->o.nworkers; i++) {
+        mproc__worker *w = &p->w[i];
+        if (w->state != W_EMPTY && !w->ring_bad &&
+            mproc__ring_nonempty(&w->results))
+            return 1;
+    }
+    return 0;
+}
+
+static void disarm_sleep(mproc_pool *p) {
+    for (int i = 0; i < p->o.nworkers; i++)
+        atomic_store_explicit(&p->w[i].mb->p_sleep, 0, memory_order_relaxed);
+}
+
+static void drain_rings(mproc_pool *p, cbq *q) {
+    for (int i = 0; i < p->o.nworkers; i++)
+        drain_ring(p, q, i);
+}
+
+/* Move what callers left for the thread (reap_locked) into
+ * its own queue. */
+static void take_deferred(mproc_pool *p, cbq *q) {
+    cbq *d = &p->deferred;
+    for (size_t i = 0; i < d->n; i++)
+        note_done(q, d->r[i]);
+    for (size_t i = 0; i < d->pn; i++)
+        if (vec_push(&q->pr, &q->pn, &q->pcap, d->pr[i]) < 0)
+            d->pr[i]->progress_queued = 0;
+    d->n = d->pn = 0;
 }
 
 static void *pool_thread(void *arg) {
@@ -952,6 +1258,8 @@ static void *pool_thread(void *arg) {
     cbq q = {0};
     pthread_mutex_lock(&p->mu);
     for (;;) {
+        take_deferred(p, &q);
+        drain_rings(p, &q);
         if (p->empty_pending) {
             /* Calls over zero items complete here, on this thread, so that
              * their callbacks run where every callback runs. */
@@ -969,16 +1277,21 @@ static void *pool_thread(void *arg) {
         if ((p->state == P_CLOSED || p->state == P_TERMINATING) && !p->qhead &&
             live_workers(p) == 0) {
             p->state = P_DONE;
-            pthread_cond_broadcast(&p->cond);
+            mproc__pool_signal(p);
             break;
         }
         int timeout = check_deadlines(p);
+        if (arm_sleep(p)) {
+            disarm_sleep(p);
+            continue;
+        }
         pthread_mutex_unlock(&p->mu);
 
         struct epoll_event ev[16];
         int n = epoll_wait(p->epfd, ev, 16, timeout);
 
         pthread_mutex_lock(&p->mu);
+        disarm_sleep(p);
         for (int i = 0; i < n; i++) {
             uint32_t type = (uint32_t)(ev[i].data.u64 >> 32);
             int slot = (int)(uint32_t)ev[i].data.u64;
@@ -994,7 +1307,7 @@ static void *pool_thread(void *arg) {
         }
         if (p->state == P_TERMINATING)
             fail_queue(p, &q, MPROC_ECANCELLED, "pool terminated");
-        pthread_cond_broadcast(&p->cond);
+        mproc__pool_signal(p);
     }
     run_callbacks(p, &q);
     pthread_mutex_unlock(&p->mu);
@@ -1007,6 +1320,113 @@ void mproc__pool_wake(mproc_pool *p) {
     uint64_t one = 1;
     ssize_t n = write(p->wake_fd, &one, sizeof one);
     MPROC_UNUSED(n); /* EAGAIN: a wake-up is already pending */
+}
+
+void mproc__pool_signal(mproc_pool *p) {
+    atomic_fetch_add(&p->event_seq, 1);
+    pthread_cond_broadcast(&p->cond);
+}
+
+/* ---- callers that wait
+ * -------------------------------------------------------- */
+
+/* A caller holding mu (about to wait, or submitting): take in results,
+ * send queued work, and leave callbacks and progress reports, which run
+ * on the result thread only, to the thread. */
+static void reap_locked(mproc_pool *p) {
+    cbq q = {0};
+    drain_rings(p, &q);
+    dispatch(p, &q);
+    int wake = 0;
+    for (size_t i = 0; i < q.n; i++) {
+        mproc_result *r = q.r[i];
+        if (!r->callbacks_done) {
+            if (vec_push(&p->deferred.r, &p->deferred.n, &p->deferred.cap, r) <
+                0) {
+                r->callbacks_done = 1; /* as note_done does */
+                r->on_success = r->on_error = NULL;
+            }
+            wake = 1;
+        } else if (r->user_freed) {
+            mproc__result_destroy(r);
+        }
+    }
+    for (size_t i = 0; i < q.pn; i++) {
+        if (vec_push(&p->deferred.pr, &p->deferred.pn, &p->deferred.pcap,
+                     q.pr[i]) < 0)
+            q.pr[i]->progress_queued = 0;
+        wake = 1;
+    }
+    if (q.n)
+        mproc__pool_signal(p);
+    free(q.r);
+    free(q.pr);
+    if (wake)
+        mproc__pool_wake(p);
+}
+
+/* Caller spin budget: long enough to cover a short task's round trip,
+ * short enough that a missed guess costs little. */
+#define CALLER_SPIN_NS 50000u
+
+/* Spinning pays only when a CPU is free for it: every worker with work in
+ * flight runs on one, and so does every other spinning caller. */
+static int spin_allowed(const mproc_pool *p) {
+    if (p->o.nworkers > 256 || p->state != P_OPEN || p->broken)
+        return 0;
+    int busy = 0;
+    for (int i = 0; i < p->o.nworkers; i++)
+        busy += p->w[i].state == W_BUSY;
+    return busy + p->nspinners + 1 <= p->ncpu;
+}
+
+typedef struct spin_ctx {
+    mproc_pool *p;
+    uint64_t seq;
+} spin_ctx;
+
+/* Without mu: did a worker post a result, or did the thread signal? Only
+ * shared words are read here (the mailboxes live as long as the pool). */
+static int spin_check(void *arg) {
+    spin_ctx *c = arg;
+    mproc_pool *p = c->p;
+    for (int i = 0; i < p->o.nworkers; i++) {
+        mproc__mbox *mb = p->w[i].mb;
+        if (atomic_load_explicit(&mb->result.head, memory_order_acquire) !=
+            atomic_load_explicit(&mb->result.tail, memory_order_relaxed))
+            return 1;
+    }
+    return atomic_load_explicit(&p->event_seq, memory_order_acquire) != c->seq;
+}
+
+int mproc__pool_spin_locked(mproc_pool *p, int (*done)(void *), void *arg) {
+    reap_locked(p);
+    if (done(arg) || !spin_allowed(p))
+        return done(arg);
+    /* While registered, workers leave the WAKE out: we take their results
+     * in ourselves, here or in the last reap below. */
+    p->nspinners++;
+    for (int i = 0; i < p->o.nworkers; i++)
+        atomic_fetch_add(&p->w[i].mb->spinners, 1);
+    uint64_t end = mproc__now_ns() + CALLER_SPIN_NS;
+    spin_ctx c = {p, 0};
+    for (;;) {
+        uint64_t now = mproc__now_ns();
+        if (now >= end)
+            break;
+        c.seq = atomic_load(&p->event_seq);
+        pthread_mutex_unlock(&p->mu);
+        int hit = mproc__spin_until(spin_check, &c, end - now);
+        pthread_mutex_lock(&p->mu);
+        reap_locked(p);
+        if (!hit || done(arg))
+            break;
+    }
+    for (int i = 0; i < p->o.nworkers; i++)
+        atomic_fetch_sub(&p->w[i].mb->spinners, 1);
+    p->nspinners--;
+    reap_locked(p);
+    return done(arg);
 }
 
 /* ---- close, join, terminate, destroy
@@ -1089,6 +1509,23 @@ void mproc_pool_destroy(mproc_pool *p) {
 /* ---- submission
  * --------------------------------------------------------------- */
 
+/* Where the chunk that starts at item first ends: at most chunksize
+ * items, and no more than MPROC__CHUNK_BYTES of arguments (or of typed
+ * outputs) unless a single item is bigger, so that work streams through
+ * the workers' rings. */
+static size_t chunk_end(const mproc_result *r, size_t first, size_t chunksize) {
+    size_t end = first + MPROC_MIN(chunksize, r->n - first);
+    if (r->kind == MPROC__KIND_TYPED) {
+        size_t per = MPROC_MAX(MPROC_MAX(r->in_size, r->out_size), 1);
+        size_t most = MPROC_MAX(MPROC__CHUNK_BYTES / per, 1);
+        return MPROC_MIN(end, first + most);
+    }
+    size_t k = first + 1;
+    while (k < end && r->in_off[k + 1] - r->in_off[first] <= MPROC__CHUNK_BYTES)
+        k++;
+    return k;
+}
+
 int mproc__pool_submit(mproc_pool *p, mproc_result *r, size_t chunksize) {
     pthread_mutex_lock(&p->mu);
     int err = 0;
@@ -1108,7 +1545,8 @@ int mproc__pool_submit(mproc_pool *p, mproc_result *r, size_t chunksize) {
             chunksize = 1;
     }
     mproc__chunk *list = NULL, **tail = &list;
-    for (size_t first = 0; first < r->n; first += chunksize) {
+    for (size_t first = 0, end; first < r->n; first = end) {
+        end = chunk_end(r, first, chunksize);
         mproc__chunk *c = calloc(1, sizeof *c);
         if (!c) {
             while (list) {
@@ -1121,7 +1559,7 @@ int mproc__pool_submit(mproc_pool *p, mproc_result *r, size_t chunksize) {
         }
         c->res = r;
         c->first = first;
-        c->n = MPROC_MIN(chunksize, r->n - first);
+        c->n = end - first;
         *tail = c;
         tail = &c->next;
     }
@@ -1135,8 +1573,14 @@ int mproc__pool_submit(mproc_pool *p, mproc_result *r, size_t chunksize) {
     }
     if (r->n == 0)
         p->empty_pending = 1; /* the result thread owes the callbacks */
+    /* Hand the work to idle workers from here: no thread hop. The thread
+     * hears of it only when it has something to do: a deadline to watch,
+     * work left in the queue, or an empty call to complete. */
+    reap_locked(p);
+    int wake = r->timeout_ns || p->qhead || r->n == 0;
     pthread_mutex_unlock(&p->mu);
-    mproc__pool_wake(p);
+    if (wake)
+        mproc__pool_wake(p);
     return 0;
 }
 

@@ -15,15 +15,28 @@
 
 #include "helpers.h"
 #include "internal.h"
+#include "mbox.h"
 #include "wire.h"
 
-/* A run of consecutive items of one result, sent to a worker as one TASK. */
+/* A run of consecutive items of one result, sent to a worker as one TASK.
+ * It sits in the pool's queue or in one worker's in-flight list. */
 typedef struct mproc__chunk {
     struct mproc__chunk *next;
     mproc_result *res;
     size_t first, n; /* items [first, first + n) of res */
     uint64_t id;     /* set when sent */
+    uint64_t sent_ns;
+    uint64_t ring_pos; /* where its record is in the worker's task ring */
 } mproc__chunk;
+
+/* Results completed during one pass, for callbacks (run on the result
+ * thread only). */
+typedef struct mproc__cbq {
+    mproc_result **r; /* completed: callbacks to run */
+    size_t n, cap;
+    mproc_result **pr; /* with a progress report due */
+    size_t pn, pcap;
+} mproc__cbq;
 
 struct mproc_result {
     mproc_pool *pool; /* NULL once the pool is destroyed */
@@ -32,10 +45,11 @@ struct mproc_result {
     size_t n, done;
     int first_error;
     int *status;   /* per item; MPROC_ENOTREADY while pending */
-    char **errmsg; /* per item, NULL on success */
+    char **errmsg; /* per item, NULL on success; allocated at the first
+                      failure */
     void **data;   /* bytes form: per item result */
     size_t *len;
-    uint8_t *attempts; /* retries used per item */
+    uint8_t *attempts; /* retries used per item; allocated at the first */
     /* input */
     mproc_fn fn;
     mproc_elem_fn efn;
@@ -72,16 +86,22 @@ enum wstate {
 enum kill_reason { KILL_NONE = 0, KILL_TIMEOUT, KILL_TERMINATE, KILL_PROTO };
 
 typedef struct mproc__worker {
-    enum wstate state;
+    /* The slot's mailbox lives as long as the pool (mbox.h). */
+    mproc__mbox *mb;
+    int mb_fd;
+    mproc__ring tasks, results; /* the pool's ends */
+    int ring_bad;               /* the worker broke its result ring */
+    /* The worker in the slot. */
+    enum wstate state; /* BUSY while chunks are in flight */
     pid_t pid;
     int pidfd;
     int chan; /* our end of the channel; -1 when closed */
-    mproc__page *page;
-    mproc__chunk *chunk; /* the chunk it runs, while BUSY */
-    uint64_t sent_ns;    /* when the chunk was sent */
+    mproc__chunk *fl_head, *fl_tail; /* in flight, oldest first */
+    size_t fl_chunks, fl_items;
+    uint64_t head_since; /* when fl_head became the oldest */
+    uint64_t idle_since;
     uint64_t items_sent; /* for max_tasks_per_child */
     enum kill_reason killed;
-    int chan_eof;
 } mproc__worker;
 
 struct mproc_pool {
@@ -92,6 +112,12 @@ struct mproc_pool {
     int wake_fd; /* eventfd: new work or a state change */
     int epfd;
     mproc__zconn zc;
+    int ncpu;      /* CPUs this process may use, for the spinning policy */
+    int nspinners; /* callers spinning on the result rings */
+    _Atomic uint64_t event_seq; /* bumped with every broadcast of cond */
+    uint64_t avg_chunk_ns;      /* how long a chunk runs, smoothed */
+    mproc__cbq deferred;    /* completions seen by callers: the thread's job */
+    unsigned char *ringbuf; /* a result record, copied out of its ring */
 
     mproc_pool_opts o; /* with defaults filled in */
     void *initarg;     /* our copy */
@@ -140,6 +166,12 @@ struct mproc_iter {
 /* pool.c */
 int mproc__pool_submit(mproc_pool *p, mproc_result *r, size_t chunksize);
 void mproc__pool_wake(mproc_pool *p);
+/* Broadcast cond (with mu held) and tell spinning callers. */
+void mproc__pool_signal(mproc_pool *p);
+/* A caller about to wait, with mu held: take in what the workers posted
+ * and, if a CPU is free for it, spin a while on the result rings instead
+ * of sleeping. Returns done(arg), checked last. */
+int mproc__pool_spin_locked(mproc_pool *p, int (*done)(void *), void *arg);
 
 /* result.c */
 mproc_result *mproc__result_new(mproc_pool *p, int kind, size_t n,
@@ -148,6 +180,12 @@ mproc_result *mproc__result_new(mproc_pool *p, int kind, size_t n,
  * and msg (malloc'd, may be NULL). Returns 1 when the result is complete. */
 int mproc__result_set(mproc_result *r, size_t i, int code, void *data,
                       size_t len, char *msg);
+/* Items [first, first + n) of a typed call succeeded; their outputs are
+ * in place. Returns 1 when the result is complete. */
+int mproc__result_set_ok_range(mproc_result *r, size_t first, size_t n);
+/* Retries used by item i so far, and one more. */
+int mproc__result_attempts(const mproc_result *r, size_t i);
+int mproc__result_count_attempt(mproc_result *r, size_t i);
 void mproc__result_destroy(mproc_result *r);
 /* map.c: copy the bytes-form arguments into r. */
 int mproc__result_copy_inputs(mproc_result *r, const mproc_buf *items,

@@ -24,14 +24,11 @@ mproc_result *mproc__result_new(mproc_pool *p, int kind, size_t n,
     r->kind = kind;
     r->n = n;
     r->status = malloc(m * sizeof *r->status);
-    r->errmsg = calloc(m, sizeof *r->errmsg);
-    r->attempts = calloc(m, sizeof *r->attempts);
     if (kind == MPROC__KIND_BYTES) {
         r->data = calloc(m, sizeof *r->data);
         r->len = calloc(m, sizeof *r->len);
     }
-    if (!r->status || !r->errmsg || !r->attempts ||
-        (kind == MPROC__KIND_BYTES && (!r->data || !r->len))) {
+    if (!r->status || (kind == MPROC__KIND_BYTES && (!r->data || !r->len))) {
         mproc__result_destroy(r);
         return NULL;
     }
@@ -69,12 +66,10 @@ void mproc__result_destroy(mproc_result *r) {
         if (r->next_live)
             r->next_live->prev_live = r->prev_live;
     }
-    for (size_t i = 0; i < r->n; i++) {
-        if (r->errmsg)
-            free(r->errmsg[i]);
-        if (r->data)
-            free(r->data[i]);
-    }
+    for (size_t i = 0; r->errmsg && i < r->n; i++)
+        free(r->errmsg[i]);
+    for (size_t i = 0; r->data && i < r->n; i++)
+        free(r->data[i]);
     free(r->status);
     free(r->errmsg);
     free(r->data);
@@ -83,6 +78,18 @@ void mproc__result_destroy(mproc_result *r) {
     free(r->in_buf);
     free(r->in_off);
     free(r);
+}
+
+/* The item's error message, kept; the array is made at the first one. */
+static void keep_errmsg(mproc_result *r, size_t i, int code, char *msg) {
+    if (!r->errmsg)
+        r->errmsg = calloc(r->n, sizeof *r->errmsg);
+    if (!msg)
+        msg = strdup(mproc_strerror(code));
+    if (r->errmsg)
+        r->errmsg[i] = msg;
+    else
+        free(msg); /* no memory: mproc_result_errmsg falls back */
 }
 
 int mproc__result_set(mproc_result *r, size_t i, int code, void *data,
@@ -100,9 +107,13 @@ int mproc__result_set(mproc_result *r, size_t i, int code, void *data,
         free(data);
     }
     if (code != 0) {
-        r->errmsg[i] = msg ? msg : strdup(mproc_strerror(code));
+        keep_errmsg(r, i, code, msg);
         if (!r->first_error)
             r->first_error = code;
+        /* A failed item's out slot is zeroed, whatever got there. */
+        if (r->kind == MPROC__KIND_TYPED && r->out && r->out_size &&
+            !r->user_freed)
+            memset(r->out + i * r->out_size, 0, r->out_size);
     } else {
         free(msg);
     }
@@ -112,9 +123,33 @@ int mproc__result_set(mproc_result *r, size_t i, int code, void *data,
     if (code)
         p->stats.items_failed++;
     if (r->iter)
-        pthread_cond_broadcast(&p->cond);
-    if (r->done == r->n)
-        return 1;
+        mproc__pool_signal(p);
+    return r->done == r->n;
+}
+
+int mproc__result_set_ok_range(mproc_result *r, size_t first, size_t n) {
+    size_t k = 0;
+    for (size_t i = first; i < first + n && i < r->n; i++) {
+        if (r->status[i] == MPROC_ENOTREADY) {
+            r->status[i] = 0;
+            k++;
+        }
+    }
+    r->done += k;
+    r->pool->stats.items_done += k;
+    if (r->iter && k)
+        mproc__pool_signal(r->pool);
+    return k && r->done == r->n;
+}
+
+int mproc__result_attempts(const mproc_result *r, size_t i) {
+    return r->attempts && i < r->n ? r->attempts[i] : 0;
+}
+
+int mproc__result_count_attempt(mproc_result *r, size_t i) {
+    if (!r->attempts && !(r->attempts = calloc(r->n ? r->n : 1, 1)))
+        return MPROC_ENOMEM;
+    r->attempts[i]++;
     return 0;
 }
 
@@ -122,11 +157,18 @@ static int is_ready(const mproc_result *r) {
     return r->done == r->n && r->callbacks_done;
 }
 
+static int ready_pred(void *arg) {
+    return is_ready(arg);
+}
+
 int mproc__result_wait_locked(mproc_result *r, uint64_t deadline) {
     mproc_pool *p = r->pool;
+    int spun = 0;
     while (!is_ready(r)) {
         if (p->thread_started && pthread_equal(pthread_self(), p->thread))
             return MPROC_EDEADLK; /* a callback waiting for the pool */
+        if (!spun++ && mproc__pool_spin_locked(p, ready_pred, r))
+            break;
         if (deadline == UINT64_MAX) {
             pthread_cond_wait(&p->cond, &p->mu);
         } else {
@@ -210,7 +252,7 @@ const char *mproc_result_errmsg(mproc_result *r, size_t i) {
     int st = mproc_result_status(r, i);
     if (st == 0 || st == MPROC_ENOTREADY)
         return NULL;
-    return r->errmsg[i];
+    return r->errmsg && r->errmsg[i] ? r->errmsg[i] : mproc_strerror(st);
 }
 
 void mproc_result_free(mproc_result *r) {

@@ -30,6 +30,7 @@ enum {
     MPROC__MSG_FDREQ,       /* worker -> pool: fd of a shared object */
     MPROC__MSG_FDREP,       /* pool -> worker: int32 code, fd attached */
     MPROC__MSG_DATA,        /* Pipe connections: one user message */
+    MPROC__MSG_WAKE,        /* either way: look at the mailbox (mbox.h) */
     MPROC__MSG_MAX_
 };
 
@@ -79,10 +80,12 @@ enum { MPROC__KIND_BYTES = 1, MPROC__KIND_TYPED = 2 };
 
 /* Fixed part of TASK. Bytes form: then uint64 lens[nitems] and the data.
  * Typed form: then nitems * in_size bytes. */
+#define MPROC__TASK_F_TIMED 1u /* stamp each item's start (a timeout is set)   \
+                                */
 typedef struct mproc__task_payload {
     uint64_t fn;
     uint32_t kind;
-    uint32_t pad_;
+    uint32_t flags; /* MPROC__TASK_F_* */
     uint64_t in_size;
     uint64_t out_size;
     uint64_t first_index;

@@ -24,13 +24,21 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
+#include <stdio_ext.h>
+
+#include "mbox.h"
 #include "shm.h"
 #include "task.h"
 #include "wire.h"
 
-static mproc__page *W_page;
+/* How long an idle worker spins on its task ring before it sleeps. */
+#define IDLE_SPIN_NS 50000u
+
+static mproc__mbox *W_mb;
+static mproc__ring W_tasks, W_results;
 static int W_chan = -1; /* this worker's channel; -1 outside a worker */
 static pthread_mutex_t W_fetch_mu = PTHREAD_MUTEX_INITIALIZER;
 
@@ -41,8 +49,8 @@ static pthread_mutex_t W_fetch_mu = PTHREAD_MUTEX_INITIALIZER;
  * action: returning re-runs the fault, which then kills us. */
 static void fault_handler(int sig) {
     MPROC_UNUSED(sig);
-    if (errno == ENOMEM && W_page)
-        atomic_store(&W_page->mem_exhausted, 1);
+    if (errno == ENOMEM && W_mb)
+        atomic_store(&W_mb->mem_exhausted, 1);
 }
 
 static void set_mem_limit(uint64_t limit) {
@@ -60,15 +68,20 @@ static void set_mem_limit(uint64_t limit) {
     sigaction(SIGABRT, &sa, NULL);
 }
 
-/* Block until a message arrives. 1 with *m, 0 at EOF, < 0 on error. */
+/* Block until a message other than WAKE arrives (a WAKE left over from an
+ * earlier sleep means nothing now). 1 with *m, 0 at EOF, < 0 on error. */
 static int recv_blocking(int chan, void *buf, mproc__msg *m) {
     for (;;) {
+        int r = mproc__wire_recv(chan, buf, SIZE_MAX, m);
+        if (r == 1 && m->hdr.type == MPROC__MSG_WAKE) {
+            mproc__wire_release(m);
+            continue;
+        }
+        if (r != -EAGAIN)
+            return r;
         struct pollfd pf = {.fd = chan, .events = POLLIN};
         if (poll(&pf, 1, -1) < 0 && errno != EINTR)
             return -errno;
-        int r = mproc__wire_recv(chan, buf, SIZE_MAX, m);
-        if (r != -EAGAIN)
-            return r;
     }
 }
 
@@ -163,8 +176,10 @@ static void run_item(wstate *w, const mproc__task_payload *tp, size_t i,
     t->msg[0] = '\0';
     t->res_len = 0;
     t->out = typed_out;
-    atomic_store(&W_page->item, (uint64_t)i);
-    atomic_store(&W_page->item_start_ns, mproc__now_ns());
+    atomic_store_explicit(&W_mb->item, (uint64_t)i, memory_order_release);
+    if (tp->flags & MPROC__TASK_F_TIMED)
+        atomic_store_explicit(&W_mb->item_start_ns, mproc__now_ns(),
+                              memory_order_release);
     errno = 0;
     int rc;
     if (tp->kind == MPROC__KIND_TYPED)
@@ -207,45 +222,135 @@ static void run_item(wstate *w, const mproc__task_payload *tp, size_t i,
         hdr->msglen = (uint32_t)ml;
 }
 
-/* Run every item of a TASK message and send the RESULT. Returns the number
- * of items run, or -1 if the message is malformed or the send failed. */
-static long run_chunk(wstate *w, const mproc__msg *m) {
-    const unsigned char *p = m->payload;
-    size_t len = (size_t)m->hdr.len, n = m->hdr.nitems;
+/* Tell the pool that a result is in the ring, if it sleeps and nobody
+ * spins on the ring in its place (the order of the checks pairs with
+ * the pool's: see mbox.h). */
+static void notify_pool(int chan) {
+    if (atomic_load(&W_mb->p_sleep) && !atomic_load(&W_mb->spinners) &&
+        atomic_exchange(&W_mb->p_sleep, 0))
+        (void)mproc__wire_send(chan, MPROC__MSG_WAKE, 0, 0, NULL, 0, NULL, 0);
+}
+
+/* Send a chunk's outcome: through the result ring when it fits, else on
+ * the channel (which wakes the pool by itself). */
+static int deliver(wstate *w, uint64_t id, uint32_t n, uint64_t run_ns) {
+    mproc__rec *rec = mproc__ring_reserve(&W_results, w->out.len + w->msgs.len);
+    if (!rec)
+        return mproc__wire_send(w->chan, MPROC__MSG_RESULT, id, n, w->out.p,
+                                w->out.len, w->msgs.p, w->msgs.len);
+    unsigned char *d = (unsigned char *)(rec + 1);
+    if (w->out.len)
+        memcpy(d, w->out.p, w->out.len);
+    if (w->msgs.len)
+        memcpy(d + w->out.len, w->msgs.p, w->msgs.len);
+    rec->type = MPROC__REC_RESULT;
+    rec->nitems = n;
+    rec->id = id;
+    rec->aux = run_ns;
+    mproc__ring_commit(&W_results, rec);
+    notify_pool(w->chan);
+    return 0;
+}
+
+/* A typed chunk whose outputs can go straight into the result ring: run
+ * it there. Returns 1 when every item succeeded and the record is sent, 0
+ * when an item failed (the outcome is then in w->out and w->msgs, in the
+ * full layout, for deliver()), -1 when there is no room. */
+static int run_typed_in_ring(wstate *w, const mproc__task_payload *tp,
+                             uint64_t id, size_t n, const unsigned char *in,
+                             uint64_t t0) {
+    size_t outb = n * (size_t)tp->out_size;
+    mproc__rec *rec = mproc__ring_reserve(&W_results, outb);
+    if (!rec)
+        return -1;
+    unsigned char *out = (unsigned char *)(rec + 1);
+    memset(out, 0, outb);
+    size_t failed = 0;
+    mproc__item_hdr *h = NULL;
+    for (size_t i = 0; i < n; i++) {
+        mproc__item_hdr one;
+        run_item(w, tp, i, in + i * (size_t)tp->in_size, (size_t)tp->in_size,
+                 out + i * (size_t)tp->out_size, &one);
+        if (one.code == 0 && !failed)
+            continue;
+        if (!failed++) {
+            /* The first failure: switch to the full layout, with a header
+             * per item, built in w->out (the outputs so far are copied). */
+            size_t hsize = n * sizeof *h;
+            if (gb_reserve(&w->out, hsize + outb))
+                return -2; /* no memory, after running some items */
+            w->out.len = hsize + outb;
+            memset(w->out.p, 0, hsize);
+            memcpy(w->out.p + hsize, out, outb);
+            h = (mproc__item_hdr *)w->out.p;
+            for (size_t j = 0; j < i; j++)
+                h[j].datalen = tp->out_size;
+        }
+        memcpy(w->out.p + n * sizeof *h + i * (size_t)tp->out_size,
+               out + i * (size_t)tp->out_size, (size_t)tp->out_size);
+        memcpy(&h[i], &one, sizeof one);
+    }
+    if (failed)
+        return 0;
+    rec->type = MPROC__REC_TYPED_OK;
+    rec->nitems = (uint32_t)n;
+    rec->id = id;
+    rec->aux = mproc__now_ns() - t0;
+    mproc__ring_commit(&W_results, rec);
+    notify_pool(w->chan);
+    return 1;
+}
+
+/* Run every item of a TASK payload and send the outcome. Returns the number
+ * of items run, or -1 if the payload is malformed or the send failed. */
+static long run_chunk(wstate *w, uint64_t id, size_t n, const unsigned char *p,
+                      size_t len) {
     mproc__task_payload tp;
     if (len < sizeof tp)
         return -1;
     memcpy(&tp, p, sizeof tp);
     p += sizeof tp;
     len -= sizeof tp;
+    uint64_t t0 = mproc__now_ns();
     size_t hsize = n * sizeof(mproc__item_hdr);
     w->out.len = 0;
     w->msgs.len = 0;
-    if (n > SIZE_MAX / sizeof(mproc__item_hdr) || gb_reserve(&w->out, hsize))
-        return -1;
-    memset(w->out.p, 0, hsize);
-    w->out.len = hsize;
-    atomic_store(&W_page->chunk_id, m->hdr.id);
+    atomic_store_explicit(&W_mb->chunk_id, id, memory_order_release);
+    int sent = 0;
 
     if (tp.kind == MPROC__KIND_TYPED) {
         size_t need, outb;
         if (__builtin_mul_overflow(n, (size_t)tp.in_size, &need) ||
             need != len ||
-            __builtin_mul_overflow(n, (size_t)tp.out_size, &outb) ||
-            gb_reserve(&w->out, outb))
+            __builtin_mul_overflow(n, (size_t)tp.out_size, &outb))
             return -1;
-        memset(w->out.p + hsize, 0, outb);
-        w->out.len += outb;
-        for (size_t i = 0; i < n; i++) {
-            mproc__item_hdr h;
-            unsigned char *slot = w->out.p + hsize + i * (size_t)tp.out_size;
-            run_item(w, &tp, i, p + i * (size_t)tp.in_size, (size_t)tp.in_size,
-                     slot, &h);
-            memcpy(w->out.p + i * sizeof h, &h, sizeof h);
+        int k = run_typed_in_ring(w, &tp, id, n, p, t0);
+        if (k == -2)
+            return -1;
+        if (k == 1) {
+            sent = 1;
+        } else if (k < 0) {
+            if (n > SIZE_MAX / sizeof(mproc__item_hdr) ||
+                gb_reserve(&w->out, hsize + outb))
+                return -1;
+            memset(w->out.p, 0, hsize + outb);
+            w->out.len = hsize + outb;
+            for (size_t i = 0; i < n; i++) {
+                mproc__item_hdr h;
+                unsigned char *slot =
+                    w->out.p + hsize + i * (size_t)tp.out_size;
+                run_item(w, &tp, i, p + i * (size_t)tp.in_size,
+                         (size_t)tp.in_size, slot, &h);
+                memcpy(w->out.p + i * sizeof h, &h, sizeof h);
+            }
         }
     } else {
-        if (n > len / sizeof(uint64_t))
+        if (n > len / sizeof(uint64_t) ||
+            n > SIZE_MAX / sizeof(mproc__item_hdr) ||
+            gb_reserve(&w->out, hsize))
             return -1;
+        memset(w->out.p, 0, hsize);
+        w->out.len = hsize;
         const unsigned char *lens = p;
         const unsigned char *data = p + n * sizeof(uint64_t);
         size_t left = len - n * sizeof(uint64_t), off = 0;
@@ -260,11 +365,11 @@ static long run_chunk(wstate *w, const mproc__msg *m) {
             off += (size_t)l;
         }
     }
-    atomic_store(&W_page->chunk_id, 0);
-    fflush(NULL); /* output the tasks printed appears as they finish */
-    int err =
-        mproc__wire_send(w->chan, MPROC__MSG_RESULT, m->hdr.id, (uint32_t)n,
-                         w->out.p, w->out.len, w->msgs.p, w->msgs.len);
+    /* What the tasks printed appears as they finish. */
+    if (__fpending(stdout))
+        fflush(stdout);
+    int err = sent ? 0 : deliver(w, id, (uint32_t)n, mproc__now_ns() - t0);
+    atomic_store_explicit(&W_mb->chunk_id, 0, memory_order_release);
     return err < 0 ? -1 : (long)n;
 }
 
@@ -295,17 +400,58 @@ static void apply_init(wstate *w, const mproc__init_payload *ip) {
     }
 }
 
+static int task_waiting(void *arg) {
+    MPROC_UNUSED(arg);
+    return mproc__ring_nonempty(&W_tasks);
+}
+
+/* Nothing in the task ring: spin a while, then sleep until the pool sends
+ * a WAKE (or a TASK on the channel, or EOF). Returns 0 at EOF. */
+static int wait_for_work(int chan, void *buf) {
+    if (mproc__spin_until(task_waiting, NULL, IDLE_SPIN_NS))
+        return 1;
+    atomic_store(&W_mb->w_sleep, 1);
+    if (!mproc__ring_nonempty(&W_tasks)) {
+        struct pollfd pf = {.fd = chan, .events = POLLIN};
+        if (poll(&pf, 1, -1) < 0 && errno != EINTR)
+            worker_exit(125);
+    }
+    atomic_store(&W_mb->w_sleep, 0);
+    if (mproc__ring_nonempty(&W_tasks))
+        return 1;
+    /* Look at what woke us without taking it: a TASK on the channel is
+     * read when its CHAN record, published right after it, comes up. */
+    mproc__hdr h;
+    ssize_t k = recv(chan, &h, sizeof h, MSG_PEEK | MSG_DONTWAIT);
+    if (k == 0)
+        return 0;
+    if (k < 0)
+        return errno == EAGAIN || errno == EINTR ? 1 : 0;
+    if ((size_t)k == sizeof h && h.type == MPROC__MSG_WAKE) {
+        mproc__msg m;
+        if (mproc__wire_recv(chan, buf, 0, &m) == 1)
+            mproc__wire_release(&m);
+        return 1;
+    }
+    if ((size_t)k == sizeof h && h.type == MPROC__MSG_TASK)
+        return 1;
+    worker_exit(125);
+}
+
 void mproc__worker_main(int chan, int page_fd) {
     wstate w;
     memset(&w, 0, sizeof w);
     w.chan = chan;
     W_chan = chan;
-    W_page = mmap(NULL, sizeof *W_page, PROT_READ | PROT_WRITE, MAP_SHARED,
-                  page_fd, 0);
+    W_mb = mproc__mbox_map(page_fd);
     mproc__close(page_fd);
     void *buf = malloc(MPROC__WIRE_RECV_BUF);
-    if (W_page == MAP_FAILED || !buf)
+    if (!W_mb || !buf)
         worker_exit(125);
+    mproc__mbox_rings(W_mb, &W_tasks, &W_results);
+    /* The pool reset the rings before asking for us. */
+    W_tasks.pos = atomic_load(&W_mb->task.tail);
+    W_results.pos = atomic_load(&W_mb->result.head);
 
     mproc__msg m;
     if (recv_blocking(chan, buf, &m) != 1 || m.hdr.type != MPROC__MSG_INIT)
@@ -340,13 +486,43 @@ void mproc__worker_main(int chan, int page_fd) {
 
     uint64_t done = 0;
     for (;;) {
-        int r = recv_blocking(chan, buf, &m);
-        if (r <= 0)
-            worker_exit(0); /* EOF: the pool is closing, or has gone */
-        if (m.hdr.type != MPROC__MSG_TASK)
+        mproc__rec h;
+        int bad = 0;
+        const mproc__rec *rec = mproc__ring_peek(&W_tasks, &h, &bad);
+        if (bad)
             worker_exit(125);
-        long k = run_chunk(&w, &m);
-        mproc__wire_release(&m);
+        if (!rec) {
+            if (!wait_for_work(chan, buf))
+                worker_exit(0); /* EOF: the pool is closing, or has gone */
+            continue;
+        }
+        /* The pool may have taken the chunk back for an idle worker. */
+        uint32_t free_ = MPROC__CLAIM_FREE;
+        int mine = atomic_compare_exchange_strong(&((mproc__rec *)rec)->claim,
+                                                  &free_, MPROC__CLAIM_RUN);
+        long k = 0;
+        if (!mine) {
+            if (h.type == MPROC__REC_CHAN) {
+                if (recv_blocking(chan, buf, &m) != 1)
+                    worker_exit(0);
+                mproc__wire_release(&m);
+            }
+        } else if (h.type == MPROC__REC_TASK) {
+            k = run_chunk(&w, h.id, h.nitems, (const unsigned char *)(rec + 1),
+                          h.len);
+        } else if (h.type == MPROC__REC_CHAN) {
+            if (recv_blocking(chan, buf, &m) != 1)
+                worker_exit(0);
+            if (m.hdr.type != MPROC__MSG_TASK)
+                worker_exit(125);
+            k = run_chunk(&w, m.hdr.id, m.hdr.nitems, m.payload,
+                          (size_t)m.hdr.len);
+            mproc__wire_release(&m);
+        } else {
+            worker_exit(125);
+        }
+        /* The arguments lived in the ring until now. */
+        mproc__ring_release(&W_tasks);
         if (k < 0)
             worker_exit(125);
         done += (uint64_t)k;

@@ -88,8 +88,8 @@ void mproc__zygote_disconnect(mproc__zconn *zc);
 /* In a child forked from the program: drop the program's fork server. */
 void mproc__zygote_forget(void);
 /* Ask for a worker: chan_fd is the worker's end of its channel, page_fd its
- * mailbox (mbox.h). The reply (pid, pidfd) arrives asynchronously on zc->fd as a
- * mproc__zmsg of type ZMSG_SPAWNED. */
+ * mailbox (mbox.h). The reply (pid, pidfd) arrives asynchronously on zc->fd as
+ * a mproc__zmsg of type ZMSG_SPAWNED. */
 int mproc__zygote_request_spawn(mproc__zconn *zc, uint32_t slot, int chan_fd,
                                 int page_fd);
 

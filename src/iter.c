@@ -138,7 +138,7 @@ static int find_ready(mproc_iter *it, size_t *bi, size_t *ii) {
             return 0;
         mproc_result *r = it->b[0].r;
         size_t i = it->b[0].handed;
-        if (r->status[i] == MPROC_ENOTREADY)
+        if (!mproc__item_done(r, i))
             return 0;
         *bi = 0;
         *ii = i;
@@ -147,7 +147,7 @@ static int find_ready(mproc_iter *it, size_t *bi, size_t *ii) {
     for (size_t b = 0; b < it->nb; b++) {
         mproc_result *r = it->b[b].r;
         for (size_t i = 0; i < r->n; i++) {
-            if (!it->b[b].taken[i] && r->status[i] != MPROC_ENOTREADY) {
+            if (!it->b[b].taken[i] && mproc__item_done(r, i)) {
                 *bi = b;
                 *ii = i;
                 return 1;
@@ -212,7 +212,7 @@ int mproc_iter_next(mproc_iter *it, long timeout_ms, mproc_item *item) {
     mproc__batch *b = &it->b[bi];
     mproc_result *r = b->r;
     item->index = r->index_base + ii;
-    item->status = r->status[ii];
+    item->status = mproc__item_status(r, ii);
     if (item->status == 0) {
         item->data = r->data[ii];
         item->len = r->len[ii];

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "pool.h"
+#include "shm.h"
 
 /* Submit r, or free it and report why not. */
 static int submit(mproc_pool *p, mproc_result *r, const mproc_call_opts *o,
@@ -121,8 +122,15 @@ int mproc_pool_map_array_async(mproc_pool *p, mproc_elem_fn fn, const void *in,
     r->in_size = in_size;
     r->out = out;
     r->out_size = out_size;
-    if (ob)
-        memset(out, 0, ob);
+    /* Arrays in shared memory made here (mproc_array, mproc_shm) are not
+     * copied at all: workers attach the segment and work in place. */
+    r->in_shm = ib && mproc__registry_find_addr(in, ib, &r->in_id, &r->in_kind,
+                                                &r->in_soff);
+    r->out_shm = ob && mproc__registry_find_addr(out, ob, &r->out_id,
+                                                 &r->out_kind, &r->out_soff);
+    /* No need to zero out first: every slot gets written, by the worker
+     * (zeroed before the task runs) or, for an item that fails on the way,
+     * by mproc__result_set. */
     return submit(p, r, o, res);
 }
 

@@ -435,7 +435,23 @@ static int send_chunk(mproc_pool *p, mproc__worker *w, mproc__chunk *c) {
     int typed = r->kind == MPROC__KIND_TYPED;
     const unsigned char *bulk;
     size_t lens_len = 0, bulk_len;
-    if (typed) {
+    mproc__task_segs segs;
+    if (typed && (r->in_shm || r->out_shm)) {
+        /* The segments part rides where the lengths would. */
+        tp.fn = (uint64_t)(uintptr_t)r->efn;
+        tp.flags |= (r->in_shm ? MPROC__TASK_F_IN_SHM : 0) |
+                    (r->out_shm ? MPROC__TASK_F_OUT_SHM : 0);
+        segs =
+            (mproc__task_segs){.in_id = r->in_id,
+                               .in_off = r->in_soff + c->first * r->in_size,
+                               .out_id = r->out_id,
+                               .out_off = r->out_soff + c->first * r->out_size,
+                               .in_kind = r->in_kind,
+                               .out_kind = r->out_kind};
+        lens_len = sizeof segs;
+        bulk = r->in_shm ? NULL : r->in + c->first * r->in_size;
+        bulk_len = r->in_shm ? 0 : c->n * r->in_size;
+    } else if (typed) {
         tp.fn = (uint64_t)(uintptr_t)r->efn;
         bulk = r->in ? r->in + c->first * r->in_size : NULL;
         bulk_len = c->n * r->in_size;
@@ -455,7 +471,9 @@ static int send_chunk(mproc_pool *p, mproc__worker *w, mproc__chunk *c) {
         unsigned char *d = (unsigned char *)(rec + 1);
         memcpy(d, &tp, sizeof tp);
         d += sizeof tp;
-        for (size_t i = 0; i < lens_len / sizeof(uint64_t); i++) {
+        if (typed && lens_len)
+            memcpy(d, &segs, sizeof segs);
+        for (size_t i = 0; !typed && i < lens_len / sizeof(uint64_t); i++) {
             uint64_t l = r->in_off[c->first + i + 1] - r->in_off[c->first + i];
             memcpy(d + i * sizeof l, &l, sizeof l);
         }
@@ -471,7 +489,9 @@ static int send_chunk(mproc_pool *p, mproc__worker *w, mproc__chunk *c) {
         if (!h)
             return MPROC_ENOMEM;
         memcpy(h, &tp, sizeof tp);
-        for (size_t i = 0; i < lens_len / sizeof(uint64_t); i++) {
+        if (typed && lens_len)
+            memcpy(h + sizeof tp, &segs, sizeof segs);
+        for (size_t i = 0; !typed && i < lens_len / sizeof(uint64_t); i++) {
             uint64_t l = r->in_off[c->first + i + 1] - r->in_off[c->first + i];
             memcpy(h + sizeof tp + i * sizeof l, &l, sizeof l);
         }
@@ -613,7 +633,7 @@ static int take_result(mproc_pool *p, cbq *q, mproc__worker *w, uint64_t id,
     mproc_result *r = c->res;
     int typed = r->kind == MPROC__KIND_TYPED;
     if (type == MPROC__REC_TYPED_OK) {
-        if (!typed || n * r->out_size != len)
+        if (!typed || (r->out_shm ? 0 : n * r->out_size) != len)
             return MPROC_EPROTO;
         if (!r->user_freed && len)
             memcpy(r->out + c->first * r->out_size, pl, len);
@@ -1516,7 +1536,9 @@ void mproc_pool_destroy(mproc_pool *p) {
 static size_t chunk_end(const mproc_result *r, size_t first, size_t chunksize) {
     size_t end = first + MPROC_MIN(chunksize, r->n - first);
     if (r->kind == MPROC__KIND_TYPED) {
-        size_t per = MPROC_MAX(MPROC_MAX(r->in_size, r->out_size), 1);
+        size_t per = MPROC_MAX(
+            MPROC_MAX(r->in_shm ? 0 : r->in_size, r->out_shm ? 0 : r->out_size),
+            1);
         size_t most = MPROC_MAX(MPROC__CHUNK_BYTES / per, 1);
         return MPROC_MIN(end, first + most);
     }

@@ -44,10 +44,15 @@ struct mproc_result {
     int kind;                                   /* MPROC__KIND_* */
     size_t n, done;
     int first_error;
-    int *status;   /* per item; MPROC_ENOTREADY while pending */
-    char **errmsg; /* per item, NULL on success; allocated at the first
-                      failure */
-    void **data;   /* bytes form: per item result */
+    /* Per item: a done bit, and the error code of a failed one (the codes
+     * are allocated at the first failure). A map over millions of items
+     * thus costs one bit each until something fails. */
+    uint64_t *done_bits;
+    int *codes;
+    int codes_lost; /* no memory for the codes at the first failure */
+    char **errmsg;  /* per item, NULL on success; allocated at the first
+                       failure */
+    void **data;    /* bytes form: per item result */
     size_t *len;
     uint8_t *attempts; /* retries used per item; allocated at the first */
     /* input */
@@ -59,6 +64,12 @@ struct mproc_result {
     size_t in_size;
     unsigned char *out;
     size_t out_size;
+    /* typed form: in or out lies in a shared segment of ours (shm.h), so
+     * workers read and write it in place */
+    int in_shm, out_shm;
+    uint64_t in_id, out_id;
+    uint32_t in_kind, out_kind;
+    size_t in_soff, out_soff; /* of element 0 from the segment's start */
     /* per-call settings */
     uint64_t timeout_ns; /* 0 = none */
     int retries;
@@ -162,6 +173,21 @@ struct mproc_iter {
     mproc__batch *b;      /* submitted batches, oldest first */
     size_t nb, capb;
 };
+
+/* An item's status: MPROC_ENOTREADY, 0 or its error. With mu held (or
+ * once the result is complete). */
+static inline int mproc__item_done(const mproc_result *r, size_t i) {
+    return (r->done_bits[i / 64] >> (i % 64)) & 1;
+}
+static inline int mproc__item_status(const mproc_result *r, size_t i) {
+    if (!mproc__item_done(r, i))
+        return MPROC_ENOTREADY;
+    if (r->codes)
+        return r->codes[i];
+    /* No memory was left to record which items failed: say so for every
+     * item rather than call a failed one a success. */
+    return r->codes_lost ? MPROC_ENOMEM : 0;
+}
 
 /* pool.c */
 int mproc__pool_submit(mproc_pool *p, mproc_result *r, size_t chunksize);

@@ -23,17 +23,21 @@ mproc_result *mproc__result_new(mproc_pool *p, int kind, size_t n,
     r->pool = p;
     r->kind = kind;
     r->n = n;
-    r->status = malloc(m * sizeof *r->status);
+    r->done_bits = calloc(m / 64 + 1, sizeof *r->done_bits);
+    /* Small calls get their codes now; a failure in a huge one allocates
+     * them then. */
+    if (m <= (1u << 16) && !(r->codes = calloc(m, sizeof *r->codes))) {
+        free(r->done_bits);
+        r->done_bits = NULL;
+    }
     if (kind == MPROC__KIND_BYTES) {
         r->data = calloc(m, sizeof *r->data);
         r->len = calloc(m, sizeof *r->len);
     }
-    if (!r->status || (kind == MPROC__KIND_BYTES && (!r->data || !r->len))) {
+    if (!r->done_bits || (kind == MPROC__KIND_BYTES && (!r->data || !r->len))) {
         mproc__result_destroy(r);
         return NULL;
     }
-    for (size_t i = 0; i < n; i++)
-        r->status[i] = MPROC_ENOTREADY;
     long tmo =
         o && o->task_timeout_ms ? o->task_timeout_ms : p->o.task_timeout_ms;
     r->timeout_ns = tmo > 0 ? mproc__ms_to_ns(tmo) : 0;
@@ -70,7 +74,8 @@ void mproc__result_destroy(mproc_result *r) {
         free(r->errmsg[i]);
     for (size_t i = 0; r->data && i < r->n; i++)
         free(r->data[i]);
-    free(r->status);
+    free(r->done_bits);
+    free(r->codes);
     free(r->errmsg);
     free(r->data);
     free(r->len);
@@ -94,12 +99,16 @@ static void keep_errmsg(mproc_result *r, size_t i, int code, char *msg) {
 
 int mproc__result_set(mproc_result *r, size_t i, int code, void *data,
                       size_t len, char *msg) {
-    if (i >= r->n || r->status[i] != MPROC_ENOTREADY) {
+    if (i >= r->n || mproc__item_done(r, i)) {
         free(data);
         free(msg);
         return 0;
     }
-    r->status[i] = code;
+    if (code && !r->codes && !(r->codes = calloc(r->n, sizeof *r->codes)))
+        r->codes_lost = 1; /* see mproc__item_status */
+    r->done_bits[i / 64] |= 1ull << (i % 64);
+    if (code && r->codes)
+        r->codes[i] = code;
     if (code == 0 && r->data) {
         r->data[i] = data;
         r->len[i] = len;
@@ -128,12 +137,20 @@ int mproc__result_set(mproc_result *r, size_t i, int code, void *data,
 }
 
 int mproc__result_set_ok_range(mproc_result *r, size_t first, size_t n) {
-    size_t k = 0;
-    for (size_t i = first; i < first + n && i < r->n; i++) {
-        if (r->status[i] == MPROC_ENOTREADY) {
-            r->status[i] = 0;
+    size_t k = 0, end = MPROC_MIN(first + n, r->n);
+    for (size_t i = first; i < end;) {
+        uint64_t *word = &r->done_bits[i / 64];
+        if (i % 64 == 0 && end - i >= 64 && *word == 0) {
+            *word = ~0ull; /* a whole word at once */
+            k += 64;
+            i += 64;
+            continue;
+        }
+        if (!(*word >> (i % 64) & 1)) {
+            *word |= 1ull << (i % 64);
             k++;
         }
+        i++;
     }
     r->done += k;
     r->pool->stats.items_done += k;
@@ -230,7 +247,7 @@ int mproc_result_status(mproc_result *r, size_t i) {
     mproc_pool *p = r->pool;
     if (p)
         pthread_mutex_lock(&p->mu);
-    int st = r->status[i];
+    int st = mproc__item_status(r, i);
     if (p)
         pthread_mutex_unlock(&p->mu);
     return st;

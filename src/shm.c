@@ -28,6 +28,8 @@ typedef struct reg_entry {
     uint32_t kind;
     int fd;
     int aux_fd; /* fd objects: the handle's own fd (not ours), else -1 */
+    const unsigned char *base; /* segments: the creator's mapping */
+    size_t size;
 } reg_entry;
 
 static pthread_mutex_t reg_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -65,7 +67,8 @@ static uint32_t ref_check(uint64_t id, uint32_t kind) {
     return (uint32_t)(h >> 32) ^ 0x5ad0u;
 }
 
-static int reg_add(mproc__obj *o, uint32_t kind, int fd, int aux_fd) {
+static int reg_add(mproc__obj *o, uint32_t kind, int fd, int aux_fd,
+                   const void *base, size_t size) {
     pthread_once(&reg_once, reg_init);
     reg_entry *e = malloc(sizeof *e);
     if (!e)
@@ -76,6 +79,8 @@ static int reg_add(mproc__obj *o, uint32_t kind, int fd, int aux_fd) {
     e->kind = kind;
     e->fd = fd;
     e->aux_fd = aux_fd;
+    e->base = base;
+    e->size = size;
     e->next = reg_head;
     reg_head = e;
     pthread_mutex_unlock(&reg_mu);
@@ -112,6 +117,24 @@ void mproc__registry_drop_fd_objects(void) {
         free(e);
     }
     pthread_mutex_unlock(&reg_mu);
+}
+
+int mproc__registry_find_addr(const void *p, size_t len, uint64_t *id,
+                              uint32_t *kind, size_t *off) {
+    const unsigned char *a = p;
+    int found = 0;
+    pthread_mutex_lock(&reg_mu);
+    for (reg_entry *e = reg_head; e && !found; e = e->next) {
+        if (e->base && a >= e->base + sizeof(mproc__seghdr) &&
+            a <= e->base + e->size && len <= (size_t)(e->base + e->size - a)) {
+            *id = e->id;
+            *kind = e->kind;
+            *off = (size_t)(a - e->base);
+            found = 1;
+        }
+    }
+    pthread_mutex_unlock(&reg_mu);
+    return found;
 }
 
 int mproc__registry_dup(uint64_t id, uint32_t kind, int *fd) {
@@ -151,7 +174,7 @@ int mproc__obj_create(mproc__obj *o, uint32_t kind, size_t size) {
         mproc__close(fd);
         return err;
     }
-    int err = reg_add(o, kind, fd, -1);
+    int err = reg_add(o, kind, fd, -1, p, size);
     if (err) {
         munmap(p, size);
         mproc__close(fd);
@@ -175,7 +198,7 @@ int mproc__obj_register_fd(mproc__obj *o, uint32_t kind, int fd) {
     int d = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     if (d < 0)
         return -errno;
-    int err = reg_add(o, kind, d, fd);
+    int err = reg_add(o, kind, d, fd, NULL, 0);
     if (err) {
         mproc__close(d);
         o->fd = -1;
@@ -254,6 +277,11 @@ int mproc__obj_attach(mproc__obj *o, const mproc_ref *ref, uint32_t kind,
     o->size = size;
     o->magic = MPROC__OBJ_MAGIC;
     return 0;
+}
+
+int mproc__segment_attach(mproc__obj *o, uint64_t id, uint32_t kind) {
+    mproc_ref ref = {.id = id, .kind = kind, .check = ref_check(id, kind)};
+    return mproc__obj_attach(o, &ref, kind, sizeof(mproc__seghdr));
 }
 
 void mproc__obj_release(mproc__obj *o) {

@@ -99,6 +99,13 @@ void mproc__handle_free(void *h);
 /* Is h a live handle of this kind? (NULL-safe.) */
 int mproc__obj_ok(const void *h, uint32_t kind);
 
+/* Is [p, p + len) inside the data of a segment this process created? Then
+ * 1, with its id, kind and the offset of p from the segment's start. */
+int mproc__registry_find_addr(const void *p, size_t len, uint64_t *id,
+                              uint32_t *kind, size_t *off);
+/* Attach a segment by id and kind, as mproc__obj_attach does a ref. */
+int mproc__segment_attach(mproc__obj *o, uint64_t id, uint32_t kind);
+
 /* Pool side of a worker's fetch: a dup of the registered fd of (id, kind),
  * or MPROC_ENOENT. */
 int mproc__registry_dup(uint64_t id, uint32_t kind, int *fd);

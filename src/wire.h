@@ -80,8 +80,18 @@ enum { MPROC__KIND_BYTES = 1, MPROC__KIND_TYPED = 2 };
 
 /* Fixed part of TASK. Bytes form: then uint64 lens[nitems] and the data.
  * Typed form: then nitems * in_size bytes. */
-#define MPROC__TASK_F_TIMED 1u /* stamp each item's start (a timeout is set)   \
-                                */
+#define MPROC__TASK_F_TIMED   1u /* stamp each item's start (a timeout) */
+#define MPROC__TASK_F_IN_SHM  2u /* typed input is in a shared segment */
+#define MPROC__TASK_F_OUT_SHM 4u /* typed output goes to a shared segment */
+/* Follows the fixed part of a typed TASK with F_IN_SHM or F_OUT_SHM: where
+ * the chunk's first input and output element are. The input bytes are
+ * then not in the message, and the outputs are written in place. */
+typedef struct mproc__task_segs {
+    uint64_t in_id, in_off;
+    uint64_t out_id, out_off;
+    uint32_t in_kind, out_kind;
+} mproc__task_segs;
+
 typedef struct mproc__task_payload {
     uint64_t fn;
     uint32_t kind;

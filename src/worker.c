@@ -166,27 +166,51 @@ typedef struct wstate {
     growbuf out, msgs;
 } wstate;
 
-/* Run one item and record its outcome in hdr (and its bytes in out). */
-static void run_item(wstate *w, const mproc__task_payload *tp, size_t i,
-                     const void *arg, size_t len, void *typed_out,
-                     mproc__item_hdr *hdr) {
+/* Shared segments that typed maps read or write in place, attached on
+ * first use and kept for the next chunks: a few, least recently used out.
+ * (A kept mapping keeps its memory alive after the owner frees it, until
+ * it is pushed out or the worker exits.) */
+#define SEG_CACHE 8
+static struct seg {
+    mproc__obj o;
+    uint64_t used;
+} W_segs[SEG_CACHE];
+static uint64_t W_seg_clock;
+
+/* The bytes [off, off + len) of segment (id, kind), or NULL with *err. */
+static unsigned char *segment_span(uint64_t id, uint32_t kind, uint64_t off,
+                                   size_t len, int *err) {
+    struct seg *s = NULL, *lru = &W_segs[0];
+    for (int i = 0; i < SEG_CACHE; i++) {
+        if (W_segs[i].o.base && W_segs[i].o.id == id &&
+            W_segs[i].o.kind == kind)
+            s = &W_segs[i];
+        if (W_segs[i].used < lru->used)
+            lru = &W_segs[i];
+    }
+    if (!s) {
+        mproc__obj_release(&lru->o);
+        memset(lru, 0, sizeof *lru);
+        if ((*err = mproc__segment_attach(&lru->o, id, kind)) != 0)
+            return NULL;
+        s = lru;
+    }
+    s->used = ++W_seg_clock;
+    if (off < sizeof(mproc__seghdr) || off > s->o.size ||
+        len > s->o.size - off) {
+        *err = MPROC_EPROTO;
+        return NULL;
+    }
+    return (unsigned char *)s->o.base + off;
+}
+
+/* The outcome of the item that just ran (rc, and errno right after it)
+ * in hdr, its bytes in w->out or, on failure, its message in w->msgs. The
+ * task context is left clean for the next item. */
+static void item_outcome(wstate *w, const mproc__task_payload *tp, int rc,
+                         int saved_errno, void *typed_out,
+                         mproc__item_hdr *hdr) {
     mproc_task *t = &w->task;
-    t->index = (size_t)tp->first_index + i;
-    t->failed = 0;
-    t->msg[0] = '\0';
-    t->res_len = 0;
-    t->out = typed_out;
-    atomic_store_explicit(&W_mb->item, (uint64_t)i, memory_order_release);
-    if (tp->flags & MPROC__TASK_F_TIMED)
-        atomic_store_explicit(&W_mb->item_start_ns, mproc__now_ns(),
-                              memory_order_release);
-    errno = 0;
-    int rc;
-    if (tp->kind == MPROC__KIND_TYPED)
-        rc = ((mproc_elem_fn)(uintptr_t)tp->fn)(t, arg, typed_out);
-    else
-        rc = ((mproc_fn)(uintptr_t)tp->fn)(t, arg, len);
-    int saved_errno = errno;
     memset(hdr, 0, sizeof *hdr);
     if (rc == 0 && !t->failed) {
         if (tp->kind == MPROC__KIND_TYPED) {
@@ -220,6 +244,34 @@ static void run_item(wstate *w, const mproc__task_payload *tp, size_t i,
     size_t ml = strlen(msg);
     if (gb_append(&w->msgs, msg, ml) == 0)
         hdr->msglen = (uint32_t)ml;
+    t->failed = 0;
+    t->msg[0] = '\0';
+}
+
+/* Say which item runs (and since when, if the chunk has a timeout). */
+static inline void stamp_item(const mproc__task_payload *tp, size_t i) {
+    atomic_store_explicit(&W_mb->item, (uint64_t)i, memory_order_relaxed);
+    if (tp->flags & MPROC__TASK_F_TIMED)
+        atomic_store_explicit(&W_mb->item_start_ns, mproc__now_ns(),
+                              memory_order_release);
+}
+
+/* Run one item and record its outcome in hdr (and its bytes in out). */
+static void run_item(wstate *w, const mproc__task_payload *tp, size_t i,
+                     const void *arg, size_t len, void *typed_out,
+                     mproc__item_hdr *hdr) {
+    mproc_task *t = &w->task;
+    t->index = (size_t)tp->first_index + i;
+    t->res_len = 0;
+    t->out = typed_out;
+    stamp_item(tp, i);
+    errno = 0;
+    int rc;
+    if (tp->kind == MPROC__KIND_TYPED)
+        rc = ((mproc_elem_fn)(uintptr_t)tp->fn)(t, arg, typed_out);
+    else
+        rc = ((mproc_fn)(uintptr_t)tp->fn)(t, arg, len);
+    item_outcome(w, tp, rc, errno, typed_out, hdr);
 }
 
 /* Tell the pool that a result is in the ring, if it sleeps and nobody
@@ -252,25 +304,39 @@ static int deliver(wstate *w, uint64_t id, uint32_t n, uint64_t run_ns) {
     return 0;
 }
 
-/* A typed chunk whose outputs can go straight into the result ring: run
- * it there. Returns 1 when every item succeeded and the record is sent, 0
- * when an item failed (the outcome is then in w->out and w->msgs, in the
- * full layout, for deliver()), -1 when there is no room. */
+/* A typed chunk whose outputs can go straight into the result ring (or,
+ * dest not NULL, into the caller's shared array): run it there. Returns 1 when
+ * every item succeeded and the record is sent, 0 when an item failed (the
+ * outcome is then in w->out and w->msgs, in the full layout, for deliver()), -1
+ * when there is no room. */
 static int run_typed_in_ring(wstate *w, const mproc__task_payload *tp,
                              uint64_t id, size_t n, const unsigned char *in,
-                             uint64_t t0) {
+                             unsigned char *dest, uint64_t t0) {
     size_t outb = n * (size_t)tp->out_size;
-    mproc__rec *rec = mproc__ring_reserve(&W_results, outb);
+    mproc__rec *rec = mproc__ring_reserve(&W_results, dest ? 0 : outb);
     if (!rec)
         return -1;
-    unsigned char *out = (unsigned char *)(rec + 1);
-    memset(out, 0, outb);
+    unsigned char *out = dest ? dest : (unsigned char *)(rec + 1);
+    /* Slots in the ring start zeroed; slots in the caller's shared array
+     * keep what was there until the task writes them (they may be its own
+     * input: a map in place). */
+    if (!dest)
+        memset(out, 0, outb);
+    mproc_task *t = &w->task;
+    mproc_elem_fn fn = (mproc_elem_fn)(uintptr_t)tp->fn;
     size_t failed = 0;
     mproc__item_hdr *h = NULL;
     for (size_t i = 0; i < n; i++) {
-        mproc__item_hdr one;
-        run_item(w, tp, i, in + i * (size_t)tp->in_size, (size_t)tp->in_size,
-                 out + i * (size_t)tp->out_size, &one);
+        const unsigned char *a = in + i * (size_t)tp->in_size;
+        unsigned char *o = out + i * (size_t)tp->out_size;
+        t->index = (size_t)tp->first_index + i;
+        t->out = o;
+        stamp_item(tp, i);
+        errno = 0;
+        int rc = fn(t, a, o);
+        mproc__item_hdr one = {.datalen = tp->out_size};
+        if (rc != 0 || t->failed)
+            item_outcome(w, tp, rc, errno, o, &one);
         if (one.code == 0 && !failed)
             continue;
         if (!failed++) {
@@ -301,6 +367,24 @@ static int run_typed_in_ring(wstate *w, const mproc__task_payload *tp,
     return 1;
 }
 
+/* Every item of the chunk fails with code, before any ran (a shared array
+ * the worker cannot reach). */
+static int fail_all(wstate *w, uint64_t id, size_t n, int code) {
+    char msg[160];
+    int ml = snprintf(msg, sizeof msg,
+                      "the worker could not attach the shared array: %s",
+                      mproc_strerror(code));
+    w->out.len = w->msgs.len = 0;
+    for (size_t i = 0; i < n; i++) {
+        mproc__item_hdr h = {.code = code, .msglen = (uint32_t)ml};
+        if (gb_append(&w->out, &h, sizeof h) || gb_append(&w->msgs, msg, ml))
+            return -1;
+    }
+    int err = deliver(w, id, (uint32_t)n, 0);
+    atomic_store_explicit(&W_mb->chunk_id, 0, memory_order_release);
+    return err;
+}
+
 /* Run every item of a TASK payload and send the outcome. Returns the number
  * of items run, or -1 if the payload is malformed or the send failed. */
 static long run_chunk(wstate *w, uint64_t id, size_t n, const unsigned char *p,
@@ -320,11 +404,30 @@ static long run_chunk(wstate *w, uint64_t id, size_t n, const unsigned char *p,
 
     if (tp.kind == MPROC__KIND_TYPED) {
         size_t need, outb;
+        unsigned char *dest = NULL;
+        mproc__task_segs segs;
+        int shm = tp.flags & (MPROC__TASK_F_IN_SHM | MPROC__TASK_F_OUT_SHM);
+        if (shm) {
+            if (len < sizeof segs)
+                return -1;
+            memcpy(&segs, p, sizeof segs);
+            p += sizeof segs;
+            len -= sizeof segs;
+        }
         if (__builtin_mul_overflow(n, (size_t)tp.in_size, &need) ||
-            need != len ||
+            ((tp.flags & MPROC__TASK_F_IN_SHM) ? len != 0 : need != len) ||
             __builtin_mul_overflow(n, (size_t)tp.out_size, &outb))
             return -1;
-        int k = run_typed_in_ring(w, &tp, id, n, p, t0);
+        int serr = 0;
+        if (tp.flags & MPROC__TASK_F_IN_SHM)
+            p = segment_span(segs.in_id, segs.in_kind, segs.in_off, need,
+                             &serr);
+        if (!serr && (tp.flags & MPROC__TASK_F_OUT_SHM))
+            dest = segment_span(segs.out_id, segs.out_kind, segs.out_off, outb,
+                                &serr);
+        if (serr)
+            return fail_all(w, id, n, serr) < 0 ? -1 : (long)n;
+        int k = run_typed_in_ring(w, &tp, id, n, p, dest, t0);
         if (k == -2)
             return -1;
         if (k == 1) {

@@ -237,6 +237,85 @@ TEST(shared_array_slices_in_pool) {
     mproc_pool_destroy(p);
 }
 
+/* A typed map over arrays in shared memory: the workers attach the
+ * segments and work in place, whichever side is shared, from any offset
+ * in the segment; a failed item's slot is zeroed there too. */
+static int sq_plus_one(mproc_task *t, const void *in, void *out) {
+    uint64_t x;
+    memcpy(&x, in, sizeof x);
+    if (x == 12345)
+        return mproc_task_fail(t, "unlucky %llu", (unsigned long long)x);
+    x = x * x + 1;
+    memcpy(out, &x, sizeof x);
+    return 0;
+}
+
+static void check_sq_map(mproc_pool *p, const uint64_t *in, uint64_t *out,
+                         size_t n) {
+    memset(out, 0xff, n * sizeof *out);
+    mproc_result *r;
+    ASSERT_ERR(mproc_pool_map_array(p, sq_plus_one, in, n, sizeof *in, out,
+                                    sizeof *out, NULL, &r),
+               MPROC_ETASK);
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (in[i] == 12345) {
+            ck_assert_int_eq(mproc_result_status(r, i), MPROC_ETASK);
+            ck_assert_str_eq(mproc_result_errmsg(r, i), "unlucky 12345");
+            ck_assert_uint_eq(out[i], 0);
+        } else {
+            bad +=
+                mproc_result_status(r, i) != 0 || out[i] != in[i] * in[i] + 1;
+        }
+    }
+    ck_assert_uint_eq(bad, 0);
+    mproc_result_free(r);
+}
+
+TEST(shared_map_array_in_place) {
+    enum { N = 300000 }; /* several chunks per worker */
+    mproc_pool *p;
+    ASSERT_OK(mproc_pool_create(&p, &(mproc_pool_opts){.nworkers = 2}));
+    mproc_result *r;
+    ASSERT_OK(mproc_pool_apply(p, noop, NULL, 0, NULL, &r));
+    mproc_result_free(r);
+    mproc_array *ain, *aout;
+    ASSERT_OK(mproc_array_create(&ain, MPROC_T_UINT64, 0, N, NULL, 0));
+    ASSERT_OK(mproc_array_create(&aout, MPROC_T_UINT64, 0, N, NULL, 0));
+    uint64_t *sin = mproc_array_data(ain), *sout = mproc_array_data(aout);
+    uint64_t *pin = malloc(N * sizeof *pin), *pout = malloc(N * sizeof *pout);
+    ck_assert_ptr_nonnull(pin);
+    ck_assert_ptr_nonnull(pout);
+    for (size_t i = 0; i < N; i++)
+        sin[i] = pin[i] = i;
+    check_sq_map(p, sin, sout, N);             /* both shared */
+    check_sq_map(p, sin, pout, N);             /* input shared */
+    check_sq_map(p, pin, sout, N);             /* output shared */
+    check_sq_map(p, sin + 7, sout + 3, N - 7); /* inside the segments */
+    mproc_array_free(ain);
+    mproc_array_free(aout);
+    /* New arrays after those are gone: the workers find the new ones. */
+    ASSERT_OK(mproc_array_create(&ain, MPROC_T_UINT64, 0, 1000, NULL, 0));
+    sin = mproc_array_data(ain);
+    for (size_t i = 0; i < 1000; i++)
+        sin[i] = i + 12000;
+    /* In place over its own input: each task still sees its input. */
+    ASSERT_ERR(mproc_pool_map_array(p, sq_plus_one, sin, 1000, sizeof *sin, sin,
+                                    sizeof *sin, NULL, &r),
+               MPROC_ETASK);
+    for (size_t i = 0; i < 1000; i++) {
+        uint64_t x = i + 12000;
+        ck_assert_uint_eq(sin[i], x == 12345 ? 0 : x * x + 1);
+    }
+    mproc_result_free(r);
+    mproc_array_free(ain);
+    free(pin);
+    free(pout);
+    ASSERT_OK(mproc_pool_close(p));
+    ASSERT_OK(mproc_pool_join(p, MPROC_FOREVER));
+    mproc_pool_destroy(p);
+}
+
 /* ---- raw segments and references -------------------------------------------
  */
 

@@ -186,8 +186,10 @@ typedef struct mproc_task mproc_task;
 typedef int (*mproc_fn)(mproc_task *t, const void *arg, size_t len);
 
 /* Typed fast path: one fixed-size element in, one fixed-size element out.
- * out points into the result array (out_size bytes, zeroed). Return 0, or
- * fail with mproc_task_fail(). */
+ * out points at the item's out_size bytes: zeroed, or, when the result
+ * array is in mproc shared memory, the array itself with what it held
+ * (possibly the item's own input, for a map in place). Return 0, or fail
+ * with mproc_task_fail(). */
 typedef int (*mproc_elem_fn)(mproc_task *t, const void *in, void *out);
 
 /* Copy len bytes as the task's result. MPROC_ETOOBIG past the pool's
@@ -261,7 +263,10 @@ enum mproc_progress_mode {
 /* Per-call options (NULL: all defaults). */
 typedef struct mproc_call_opts {
     size_t chunksize;     /* items per message; default: Python's
-                             heuristic, ceil(n / (4 * nworkers)). When a
+                             heuristic, ceil(n / (4 * nworkers)). Chunks
+                             are also cut so that the bytes they carry
+                             stay under 128 KiB, so that big maps stream
+                             through the workers' rings. When a
                              worker dies inside a chunk, the item it ran
                              fails and the chunk's other items run again
                              elsewhere, including those it had finished
@@ -276,13 +281,24 @@ typedef struct mproc_call_opts {
     mproc_progress_cb on_progress;
     void *progress_arg;
     size_t max_in_flight; /* imap only: items submitted but not yet
-                             consumed; default 4 * nworkers * chunksize */
+                             consumed; default 32 * nworkers * chunksize */
     int unordered;        /* imap only: nonzero = imap_unordered */
 } mproc_call_opts;
 
 /* Create a pool and start its workers. MPROC_EINVAL for nonsense options
  * (negative nworkers, initarg_len without initarg ...). On failure nothing is
- * left running. */
+ * left running.
+ *
+ * How work moves: each worker shares a mailbox with the pool, two rings in
+ * shared memory, one for tasks and one for results (payloads too big for
+ * them go over the worker's socket). A worker that runs out of tasks spins
+ * on its ring for up to 50 us, then sleeps; the pool then wakes it with a
+ * message. A thread that waits for a result (get, wait, a sync call,
+ * mproc_iter_next) first spins on the result rings for up to 50 us, but
+ * only while a CPU is free for it (fewer busy workers and spinning callers
+ * than usable CPUs); otherwise it sleeps at once. An idle pool uses no CPU.
+ * Short tasks are queued a few at a time to each worker, and an idle
+ * worker takes back queued tasks that a busy one has not started. */
 MPROC_API int mproc_pool_create(mproc_pool **out, const mproc_pool_opts *opts);
 
 /* One task, bytes form. The async form returns at once with a handle; the
@@ -316,11 +332,18 @@ MPROC_API int mproc_pool_map(mproc_pool *p, mproc_fn fn, const mproc_buf *items,
                              mproc_result **out);
 
 /* Map, typed fast path: fn(in[i]) -> out[i] for n elements of in_size and
- * out_size bytes. Neither array is copied: the input is read when its chunk
- * is sent to a worker, and results are written straight into out. Both
- * arrays must therefore stay valid until the handle is ready (or freed). A
- * failed item's out slot is left zeroed. starmap is the same call over an
- * array of argument structs. */
+ * out_size bytes. Neither array is copied up front: the input is read when
+ * its chunk is sent to a worker, and results are written straight into
+ * out. Both arrays must therefore stay valid until the handle is ready (or
+ * freed). A failed item's out slot is zeroed. starmap is the same call
+ * over an array of argument structs.
+ *
+ * Arrays in mproc shared memory that this process made (the data of an
+ * mproc_array, the bytes of an mproc_shm) are not copied at all: workers
+ * attach the segment and read and write it in place, so a map over a big
+ * array runs at memory speed. in and out may then be the same array. A
+ * worker keeps the last 8 segments it attached mapped, which keeps their
+ * memory alive until they are pushed out or the pool ends. */
 MPROC_API int
 mproc_pool_map_array_async(mproc_pool *p, mproc_elem_fn fn, const void *in,
                            size_t n, size_t in_size, void *out, size_t out_size,

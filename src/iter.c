@@ -32,7 +32,7 @@ int mproc_pool_imap(mproc_pool *p, mproc_fn fn, mproc_source_fn source,
     if (o)
         it->o = *o;
     it->chunksize = it->o.chunksize ? it->o.chunksize : 1; /* Python's */
-    size_t dflt = 4 * (size_t)mproc_pool_size(p) * it->chunksize;
+    size_t dflt = 32 * (size_t)mproc_pool_size(p) * it->chunksize;
     it->max_in_flight = it->o.max_in_flight ? it->o.max_in_flight : dflt;
     if (it->max_in_flight < it->chunksize)
         it->max_in_flight = it->chunksize;

@@ -73,6 +73,11 @@ mproc__rec *mproc__ring_reserve(mproc__ring *r, size_t len) {
     return rec;
 }
 
+int mproc__ring_broken(const mproc__ring *r) {
+    uint64_t tail = atomic_load_explicit(&r->c->tail, memory_order_acquire);
+    return tail > r->pos || r->pos - tail > MPROC__RING_BYTES;
+}
+
 void mproc__ring_commit(mproc__ring *r, const mproc__rec *rec) {
     r->pos = r->rec_at + rec_size(rec->len);
     atomic_store(&r->c->head, r->pos);

@@ -112,6 +112,9 @@ void mproc__mbox_rings(mproc__mbox *mb, mproc__ring *task, mproc__ring *result);
  * now (or ever: len > MPROC__REC_MAX). Fill rec's payload (rec + 1), set
  * its type and fields, then commit. */
 mproc__rec *mproc__ring_reserve(mproc__ring *r, size_t len);
+/* Producer: has the consumer published a position that cannot be (past
+ * our head, or more than a ring behind)? */
+int mproc__ring_broken(const mproc__ring *r);
 /* Publish the reserved record (seq_cst, so that a check of the peer's
  * sleep flag after it is ordered). */
 void mproc__ring_commit(mproc__ring *r, const mproc__rec *rec);

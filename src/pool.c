@@ -22,6 +22,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <sched.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -253,8 +254,10 @@ static int send_init(mproc_pool *p, int chan, int slot) {
 
 /* Forget the slot's worker; its mailbox stays. */
 static void worker_clear(mproc__worker *w) {
-    mproc__worker keep = {.mb = w->mb, .mb_fd = w->mb_fd};
-    *w = keep;
+    /* mb and mb_fd come first and are never written after creation:
+     * spinning callers read mb without the lock. */
+    size_t from = offsetof(mproc__worker, tasks);
+    memset((char *)w + from, 0, sizeof *w - from);
     w->chan = w->pidfd = -1;
     w->state = W_EMPTY;
 }
@@ -464,6 +467,8 @@ static int send_chunk(mproc_pool *p, mproc__worker *w, mproc__chunk *c) {
     }
     size_t len = sizeof tp + lens_len + bulk_len;
     mproc__rec *rec = mproc__ring_reserve(&w->tasks, len);
+    if (!rec && mproc__ring_broken(&w->tasks))
+        return MPROC_EPROTO; /* the worker wrote nonsense in its tail */
     if (!rec && len <= MPROC__REC_MAX)
         return 1;
     uint64_t id = p->next_chunk_id + 1;
@@ -572,6 +577,8 @@ static int steal(mproc_pool *p) {
     return 1;
 }
 
+static void broke_protocol(mproc_pool *p, mproc__worker *w, int err);
+
 static void dispatch(mproc_pool *p, cbq *q) {
     if (p->broken) {
         fail_queue(p, q, p->broken_code ? p->broken_code : MPROC_EBROKEN,
@@ -595,6 +602,10 @@ static void dispatch(mproc_pool *p, cbq *q) {
             win = w->fl_chunks;
             if (win == 0)
                 return;
+            continue;
+        }
+        if (err == MPROC_EPROTO) {
+            broke_protocol(p, w, err);
             continue;
         }
         if (err < 0) {

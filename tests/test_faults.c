@@ -25,6 +25,8 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "mbox.h" /* the worker's mailbox layout, to break it on purpose */
+#include "wire.h" /* and its messages */
 
 /* Task behaviours, chosen per item by the argument. */
 enum {
@@ -41,6 +43,8 @@ enum {
     DO_GARBAGE,     /* write junk into every socket the worker has */
     DO_BIG,         /* return more than max_result_bytes */
     DO_KILL_SELF,   /* SIGKILL its own worker */
+    DO_RING_JUNK,   /* put a record of no known type in the result ring */
+    DO_TAIL_JUNK,   /* claim to have read past the end of the task ring */
 };
 
 typedef struct job {
@@ -82,6 +86,44 @@ static void garbage_everywhere(void) {
                 (void)send(fd, junk, len, MSG_NOSIGNAL | MSG_DONTWAIT);
         }
     }
+}
+
+/* The worker's mailbox: the memfd named mproc-mbox in its maps. */
+static mproc__mbox *my_mailbox(void) {
+    FILE *f = fopen("/proc/self/maps", "r");
+    char line[512];
+    unsigned long lo = 0, hi;
+    while (f && fgets(line, sizeof line, f))
+        if (strstr(line, "mproc-mbox") &&
+            sscanf(line, "%lx-%lx", &lo, &hi) == 2)
+            break;
+    if (f)
+        fclose(f);
+    ck_assert_uint_ne(lo, 0);
+    return (mproc__mbox *)(uintptr_t)lo;
+}
+
+/* Publish a record of a type that does not exist in the result ring, wake
+ * the pool, and wait to be killed for it. */
+static void ring_junk(void) {
+    mproc__mbox *mb = my_mailbox();
+    unsigned char *ring =
+        (unsigned char *)mb + MPROC__MBOX_HDR + MPROC__RING_BYTES;
+    uint64_t head = atomic_load(&mb->result.head);
+    mproc__rec junk = {.len = 8, .type = 99};
+    memcpy(ring + (head & (MPROC__RING_BYTES - 1)), &junk, sizeof junk);
+    atomic_store(&mb->result.head, head + sizeof junk + 8);
+    /* Wake the pool as a worker does, on its channel (its only socket). */
+    mproc__hdr wake = {.magic = MPROC__WIRE_MAGIC,
+                       .version = MPROC__WIRE_VERSION,
+                       .type = MPROC__MSG_WAKE};
+    for (int fd = 3; fd < 1024; fd++) {
+        struct stat st;
+        if (fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode))
+            (void)send(fd, &wake, sizeof wake, MSG_NOSIGNAL | MSG_DONTWAIT);
+    }
+    for (;;)
+        pause(); /* the pool kills us; a hang here fails the test */
 }
 
 static int job_fn(mproc_task *t, const void *in, void *out) {
@@ -141,6 +183,15 @@ static int job_fn(mproc_task *t, const void *in, void *out) {
     case DO_KILL_SELF:
         raise(SIGKILL);
         break;
+    case DO_RING_JUNK:
+        ring_junk();
+        break;
+    case DO_TAIL_JUNK:
+        /* The pool finds out when it next puts a task in the ring. */
+        atomic_store(&my_mailbox()->task.tail, (uint64_t)1 << 40);
+        say_ready();
+        for (;;)
+            pause();
     default:
         break;
     }
@@ -490,6 +541,53 @@ TEST(fault_garbage) {
     ASSERT_OK(mproc_pool_get_stats(p, &st));
     ck_assert_uint_eq(st.workers_died, 1);
     mproc_pool_destroy(p);
+}
+
+/* A worker that puts junk in its result ring is killed; the item it ran
+ * fails with MPROC_EPROTO, the others succeed, and the pool goes on. */
+TEST(fault_ring_junk) {
+    mproc_pool *p = pool_of(2, NULL);
+    long out[12];
+    mproc_result *r = map_with(p, 12, 5, DO_RING_JUNK, out,
+                               &(mproc_call_opts){.chunksize = 1});
+    check_one_failed(r, out, 12, 5, MPROC_EPROTO, "malformed");
+    mproc_result_free(r);
+    r = map_with(p, 12, 99, DO_SQUARE, out, NULL);
+    ck_assert_int_eq(mproc_result_successful(r), 1);
+    mproc_result_free(r);
+    ASSERT_OK(mproc_pool_close(p));
+    ASSERT_OK(mproc_pool_join(p, test_ms(10000)));
+    mproc_pool_stats st;
+    ASSERT_OK(mproc_pool_get_stats(p, &st));
+    ck_assert_uint_eq(st.workers_died, 1);
+    mproc_pool_destroy(p);
+}
+
+/* A worker whose task ring's read position is nonsense gets no more work
+ * there: it is killed, its item fails with MPROC_EPROTO, and the work
+ * meant for it runs on its replacement. */
+TEST(fault_tail_junk) {
+    make_ready_pipe();
+    mproc_pool *p = pool_of(1, NULL);
+    static const job bad = {DO_TAIL_JUNK, 0};
+    long out = -1;
+    mproc_result *r, *r2;
+    ASSERT_OK(mproc_pool_map_array_async(p, job_fn, &bad, 1, sizeof bad, &out,
+                                         sizeof out, NULL, &r));
+    wait_ready();
+    static const job sq = {DO_SQUARE, 7};
+    long out2 = 0;
+    ASSERT_OK(mproc_pool_map_array_async(p, job_fn, &sq, 1, sizeof sq, &out2,
+                                         sizeof out2, NULL, &r2));
+    ASSERT_ERR(mproc_result_get(r, test_ms(10000)), MPROC_EPROTO);
+    ck_assert_ptr_nonnull(strstr(mproc_result_errmsg(r, 0), "malformed"));
+    ck_assert_int_eq(out, 0);
+    ASSERT_OK(mproc_result_get(r2, test_ms(10000)));
+    ck_assert_int_eq(out2, 49);
+    mproc_result_free(r);
+    mproc_result_free(r2);
+    mproc_pool_destroy(p);
+    close_ready_pipe();
 }
 
 /* 17: callbacks that fail, and callbacks that submit more work. */

@@ -2,7 +2,6 @@
 /* Worker mailboxes: shared rings and bounded spinning (see mbox.h). */
 #include "mbox.h"
 
-#include <sched.h>
 #include <string.h>
 #include <sys/mman.h>
 
@@ -120,26 +119,4 @@ broken:
 void mproc__ring_release(mproc__ring *r) {
     r->pos = r->next;
     atomic_store_explicit(&r->c->tail, r->pos, memory_order_release);
-}
-
-int mproc__spin_until(int (*check)(void *), void *arg, uint64_t budget_ns) {
-    /* Pure spinning for the first couple of microseconds: a hand-off
-     * between two free cores takes well under one. After that, yield
-     * between checks: if another process wants this core (a worker, or the
-     * peer we wait for), it runs at once. */
-    const uint64_t pure_ns = 2000;
-    uint64_t start = mproc__now_ns(), now = start;
-    for (unsigned i = 1;; i++) {
-        int v = check(arg);
-        if (v)
-            return v;
-        mproc__cpu_relax();
-        if ((i & 31) == 0) {
-            now = mproc__now_ns();
-            if (now - start >= budget_ns)
-                return 0;
-            if (now - start >= pure_ns)
-                sched_yield();
-        }
-    }
 }

@@ -28,6 +28,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "spin.h"
+
 #define MPROC__MBOX_HDR   4096u
 #define MPROC__RING_BYTES (1u << 20)
 #define MPROC__MBOX_BYTES (MPROC__MBOX_HDR + 2u * MPROC__RING_BYTES)
@@ -129,20 +131,6 @@ void mproc__ring_release(mproc__ring *r);
 /* Anything to read? (A cheap check for spinning.) */
 static inline int mproc__ring_nonempty(const mproc__ring *r) {
     return atomic_load_explicit(&r->c->head, memory_order_acquire) != r->pos;
-}
-
-/* Bounded spinning: mproc__spin_until(check, arg, budget_ns) calls
- * check(arg) until it returns nonzero (returns that) or budget_ns have
- * passed (returns 0). It pauses between checks and, after the first few
- * microseconds, yields the CPU between checks, so that a peer that shares
- * the core can run. */
-int mproc__spin_until(int (*check)(void *), void *arg, uint64_t budget_ns);
-static inline void mproc__cpu_relax(void) {
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#elif defined(__aarch64__)
-    __asm__ __volatile__("yield");
-#endif
 }
 
 #endif

@@ -1,10 +1,11 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Queue: FIFO order, empty and wrapping messages, timeouts, maxsize,
- * get_into, close, JoinableQueue, bad arguments, attaching a reference in a
- * pool task, a corrupted ring, processes killed while blocked or in the
- * middle of a put, a 4 x 4 process stress test of a million messages, and
- * processes SIGKILLed at random while they use the queue.
+ * get_into, close, waiters that spin and then sleep, many short hand-offs,
+ * JoinableQueue, bad arguments, attaching a reference in a pool task, a
+ * corrupted ring, processes killed while blocked or in the middle of a put,
+ * a 4 x 4 process stress test of a million messages, and processes
+ * SIGKILLed at random while they use the queue.
  *
  * Other processes are Processes (forked directly), which see the queue
  * handle as it is: they get its pointer in their argument bytes. Their
@@ -465,6 +466,105 @@ TEST(queue_blocking_wakeups) {
     get_str(q, "second");
     ck_assert_int_eq(mproc_queue_empty(q), 1);
     mproc_queue_free(q);
+}
+
+/* Waiters spin a little before they sleep (queue.c, "Spinning"). Several
+ * consumers that have spun out and sleep must each still get a message
+ * put long after, one put each, and so must producers asleep on a full
+ * queue, one get each: a spinning waiter is not counted as a sleeper, so
+ * these check that no wake-up goes missing between the two. */
+TEST(queue_sleepers_after_spin) {
+    enum { N = 3 };
+    mproc_queue *q = new_queue(1, 0, 0);
+    mproc_process *c[N];
+    for (int i = 0; i < N; i++)
+        c[i] = spawn(body_get_str, q, "m");
+    for (int i = 0; i < N; i++)
+        wait_asleep(c[i]);
+    for (int i = 0; i < N; i++)
+        put_str(q, "m"); /* waits while the single slot is taken */
+    for (int i = 0; i < N; i++)
+        ck_assert_int_eq(reap(c[i]), 0);
+    ck_assert_int_eq(mproc_queue_empty(q), 1);
+
+    put_str(q, "x");
+    for (int i = 0; i < N; i++)
+        c[i] = spawn(body_put_str, q, "p");
+    for (int i = 0; i < N; i++)
+        wait_asleep(c[i]);
+    get_str(q, "x");
+    for (int i = 0; i < N; i++)
+        get_str(q, "p");
+    for (int i = 0; i < N; i++)
+        ck_assert_int_eq(reap(c[i]), 0);
+    ck_assert_int_eq(mproc_queue_empty(q), 1);
+    mproc_queue_free(q);
+}
+
+#define HANDOFFS 20000u
+
+struct pingpong {
+    mproc_queue *ping, *pong, *seq;
+};
+
+/* Answer every ping with its complement, then put 0..HANDOFFS-1 into a
+ * queue of one slot, so that nearly every put waits for a get. */
+static int body_pong(void *arg, size_t len) {
+    struct pingpong a;
+    if (len != sizeof a)
+        return 50;
+    memcpy(&a, arg, sizeof a);
+    for (uint32_t i = 0; i < HANDOFFS; i++) {
+        uint32_t v = 0;
+        size_t n = 0;
+        if (mproc_queue_get_into(a.ping, &v, sizeof v, &n, test_ms(20000)))
+            return 51;
+        if (n != sizeof v || v != i)
+            return 52;
+        v = ~v;
+        if (mproc_queue_put(a.pong, &v, sizeof v, test_ms(20000)))
+            return 53;
+    }
+    for (uint32_t i = 0; i < HANDOFFS; i++)
+        if (mproc_queue_put(a.seq, &i, sizeof i, test_ms(20000)))
+            return 54;
+    return 0;
+}
+
+/* Many short waits, on both sides: round trips, where each side waits for
+ * the other's put (mostly caught while spinning), then a stream through a
+ * single slot, where the producer waits for each get as well. Every
+ * message arrives once, in order. */
+TEST(queue_spin_handoffs) {
+    struct pingpong a = {new_queue(0, 0, 0), new_queue(0, 0, 0),
+                         new_queue(1, 0, 0)};
+    mproc_process *p = NULL;
+    ASSERT_OK(mproc_process_create(&p, body_pong, &a, sizeof a, NULL));
+    ASSERT_OK(mproc_process_start(p));
+    for (uint32_t i = 0; i < HANDOFFS; i++) {
+        uint32_t v = 0;
+        size_t n = 0;
+        ASSERT_OK(mproc_queue_put(a.ping, &i, sizeof i, test_ms(20000)));
+        ASSERT_OK(
+            mproc_queue_get_into(a.pong, &v, sizeof v, &n, test_ms(20000)));
+        ck_assert_uint_eq(n, sizeof v);
+        ck_assert_uint_eq(v, ~i);
+    }
+    for (uint32_t i = 0; i < HANDOFFS; i++) {
+        uint32_t v = 0;
+        size_t n = 0;
+        ASSERT_OK(
+            mproc_queue_get_into(a.seq, &v, sizeof v, &n, test_ms(20000)));
+        ck_assert_uint_eq(n, sizeof v);
+        ck_assert_uint_eq(v, i);
+    }
+    ck_assert_int_eq(reap(p), 0);
+    ck_assert_int_eq(mproc_queue_empty(a.ping), 1);
+    ck_assert_int_eq(mproc_queue_empty(a.pong), 1);
+    ck_assert_int_eq(mproc_queue_empty(a.seq), 1);
+    mproc_queue_free(a.ping);
+    mproc_queue_free(a.pong);
+    mproc_queue_free(a.seq);
 }
 
 /* ---- JoinableQueue --------------------------------------------------------

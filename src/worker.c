@@ -326,17 +326,26 @@ static int run_typed_in_ring(wstate *w, const mproc__task_payload *tp,
     mproc_elem_fn fn = (mproc_elem_fn)(uintptr_t)tp->fn;
     size_t failed = 0;
     mproc__item_hdr *h = NULL;
+    /* The hot loop: one call per item, with what the call may change
+     * (anything reachable from a global) read before it. */
+    const size_t in_size = (size_t)tp->in_size, out_size = (size_t)tp->out_size,
+                 base = (size_t)tp->first_index;
+    const int timed = tp->flags & MPROC__TASK_F_TIMED, limit = !!w->mem_limit;
+    _Atomic uint64_t *item = &W_mb->item;
     for (size_t i = 0; i < n; i++) {
-        const unsigned char *a = in + i * (size_t)tp->in_size;
-        unsigned char *o = out + i * (size_t)tp->out_size;
-        t->index = (size_t)tp->first_index + i;
+        const unsigned char *a = in + i * in_size;
+        unsigned char *o = out + i * out_size;
+        t->index = base + i;
         t->out = o;
-        stamp_item(tp, i);
-        errno = 0;
+        atomic_store_explicit(item, (uint64_t)i, memory_order_relaxed);
+        if (timed)
+            stamp_item(tp, i);
+        if (limit)
+            errno = 0; /* item_outcome looks for ENOMEM */
         int rc = fn(t, a, o);
-        mproc__item_hdr one = {.datalen = tp->out_size};
+        mproc__item_hdr one = {.datalen = out_size};
         if (rc != 0 || t->failed)
-            item_outcome(w, tp, rc, errno, o, &one);
+            item_outcome(w, tp, rc, limit ? errno : 0, o, &one);
         if (one.code == 0 && !failed)
             continue;
         if (!failed++) {

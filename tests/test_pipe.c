@@ -944,13 +944,16 @@ TEST(pipe_threads_share_end) {
     static _Atomic int seen[STREAM_N];
     for (size_t i = 0; i < STREAM_N; i++)
         atomic_store(&seen[i], 0);
+    /* The child first: a fork while the readers run could copy a lock one
+     * of them holds (the allocator's, under ASan) into a child that then
+     * never gets it. */
+    mproc_process *p = start_child(body_stream, &e);
     reader r[T];
     pthread_t th[T];
     for (int i = 0; i < T; i++) {
         r[i] = (reader){.c = e.a, .seen = seen, .use_into = i % 2};
         ck_assert_int_eq(pthread_create(&th[i], NULL, reader_main, &r[i]), 0);
     }
-    mproc_process *p = start_child(body_stream, &e);
     int total = 0;
     for (int i = 0; i < T; i++) {
         pthread_join(th[i], NULL);

@@ -1547,9 +1547,12 @@ void mproc_pool_destroy(mproc_pool *p) {
 static size_t chunk_end(const mproc_result *r, size_t first, size_t chunksize) {
     size_t end = first + MPROC_MIN(chunksize, r->n - first);
     if (r->kind == MPROC__KIND_TYPED) {
-        size_t per = MPROC_MAX(
-            MPROC_MAX(r->in_shm ? 0 : r->in_size, r->out_shm ? 0 : r->out_size),
-            1);
+        /* (Both arrays in shared memory: the message is the same few
+         * bytes whatever the chunk's size.) */
+        size_t per =
+            MPROC_MAX(r->in_shm ? 0 : r->in_size, r->out_shm ? 0 : r->out_size);
+        if (per == 0)
+            return end;
         size_t most = MPROC_MAX(MPROC__CHUNK_BYTES / per, 1);
         return MPROC_MIN(end, first + most);
     }

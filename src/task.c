@@ -60,5 +60,7 @@ int mproc_task_fail(mproc_task *t, const char *fmt, ...) {
 }
 
 size_t mproc_task_index(const mproc_task *t) {
-    return t ? t->index : 0;
+    return t ? t->base +
+                   (size_t)atomic_load_explicit(t->item, memory_order_relaxed)
+             : 0;
 }

@@ -6,9 +6,12 @@
 #include "internal.h"
 
 struct mproc_task {
-    size_t index;       /* item index within its call */
+    /* The item's index within its call: base plus the index within the
+     * chunk, which the worker keeps in its mailbox anyway (one store per
+     * item, not two). */
+    size_t base;
+    const _Atomic uint64_t *item;
     size_t max_result;  /* bytes */
-    void *out;          /* typed form: the item's output slot */
     unsigned char *res; /* bytes form: result buffer (malloc) */
     size_t res_len, res_cap;
     int failed; /* set by mproc_task_fail */

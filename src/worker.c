@@ -261,9 +261,8 @@ static void run_item(wstate *w, const mproc__task_payload *tp, size_t i,
                      const void *arg, size_t len, void *typed_out,
                      mproc__item_hdr *hdr) {
     mproc_task *t = &w->task;
-    t->index = (size_t)tp->first_index + i;
+    t->base = (size_t)tp->first_index;
     t->res_len = 0;
-    t->out = typed_out;
     stamp_item(tp, i);
     errno = 0;
     int rc;
@@ -328,26 +327,24 @@ static int run_typed_in_ring(wstate *w, const mproc__task_payload *tp,
     mproc__item_hdr *h = NULL;
     /* The hot loop: one call per item, with what the call may change
      * (anything reachable from a global) read before it. */
-    const size_t in_size = (size_t)tp->in_size, out_size = (size_t)tp->out_size,
-                 base = (size_t)tp->first_index;
+    const size_t in_size = (size_t)tp->in_size, out_size = (size_t)tp->out_size;
     const int timed = tp->flags & MPROC__TASK_F_TIMED, limit = !!w->mem_limit;
     _Atomic uint64_t *item = &W_mb->item;
+    t->base = (size_t)tp->first_index;
     for (size_t i = 0; i < n; i++) {
         const unsigned char *a = in + i * in_size;
         unsigned char *o = out + i * out_size;
-        t->index = base + i;
-        t->out = o;
         atomic_store_explicit(item, (uint64_t)i, memory_order_relaxed);
         if (timed)
             stamp_item(tp, i);
         if (limit)
             errno = 0; /* item_outcome looks for ENOMEM */
         int rc = fn(t, a, o);
+        if (__builtin_expect(rc == 0 && !t->failed && !failed, 1))
+            continue;
         mproc__item_hdr one = {.datalen = out_size};
         if (rc != 0 || t->failed)
             item_outcome(w, tp, rc, limit ? errno : 0, o, &one);
-        if (one.code == 0 && !failed)
-            continue;
         if (!failed++) {
             /* The first failure: switch to the full layout, with a header
              * per item, built in w->out (the outputs so far are copied). */
@@ -561,6 +558,7 @@ void mproc__worker_main(int chan, int page_fd) {
     if (!W_mb || !buf)
         worker_exit(125);
     mproc__mbox_rings(W_mb, &W_tasks, &W_results);
+    w.task.item = &W_mb->item;
     /* The pool reset the rings before asking for us. */
     W_tasks.pos = atomic_load(&W_mb->task.tail);
     W_results.pos = atomic_load(&W_mb->result.head);

@@ -281,7 +281,16 @@ int mproc__obj_attach(mproc__obj *o, const mproc_ref *ref, uint32_t kind,
 
 int mproc__segment_attach(mproc__obj *o, uint64_t id, uint32_t kind) {
     mproc_ref ref = {.id = id, .kind = kind, .check = ref_check(id, kind)};
-    return mproc__obj_attach(o, &ref, kind, sizeof(mproc__seghdr));
+    int err = mproc__obj_attach(o, &ref, kind, sizeof(mproc__seghdr));
+#ifdef MADV_POPULATE_WRITE
+    /* A worker attaches a map's array once and keeps it: map all of it
+     * now, in one call, rather than take a fault every 4 KiB later (which
+     * costs more than the work on a big array). Best effort: before Linux
+     * 5.14 the pages fault in one by one. */
+    if (!err)
+        (void)madvise(o->base, o->size, MADV_POPULATE_WRITE);
+#endif
+    return err;
 }
 
 void mproc__obj_release(mproc__obj *o) {

@@ -50,14 +50,45 @@ int mproc__rmutex_init(pthread_mutex_t *m) {
     return -r;
 }
 
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define MPROC_TSAN_BUILD 1
+#endif
+#endif
+#if defined(__SANITIZE_THREAD__)
+#define MPROC_TSAN_BUILD 1
+#endif
+
+/* Lock with a deadline on the monotonic clock. ThreadSanitizer before LLVM
+ * 15 does not intercept pthread_mutex_clocklock, and then reports every
+ * unlock of a mutex taken that way as an unlock of an unlocked mutex; its
+ * builds use pthread_mutex_timedlock on the realtime clock instead (a
+ * clock jump can stretch or cut that wait; only those builds are
+ * affected). */
+static int clocklock(pthread_mutex_t *m, uint64_t deadline) {
+#ifdef MPROC_TSAN_BUILD
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now);
+    uint64_t mono = mproc__now_ns();
+    uint64_t left = deadline > mono ? deadline - mono : 0;
+    uint64_t real =
+        (uint64_t)now.tv_sec * 1000000000ull + (uint64_t)now.tv_nsec + left;
+    struct timespec ts = {.tv_sec = (time_t)(real / 1000000000ull),
+                          .tv_nsec = (long)(real % 1000000000ull)};
+    return pthread_mutex_timedlock(m, &ts);
+#else
+    struct timespec ts = mproc__ts_from_ns(deadline);
+    return pthread_mutex_clocklock(m, CLOCK_MONOTONIC, &ts);
+#endif
+}
+
 int mproc__rmutex_lock(pthread_mutex_t *m, uint64_t deadline) {
     int r = pthread_mutex_trylock(m);
     if (r == EBUSY && deadline != 0) {
         if (deadline == UINT64_MAX) {
             r = pthread_mutex_lock(m);
         } else {
-            struct timespec ts = mproc__ts_from_ns(deadline);
-            r = pthread_mutex_clocklock(m, CLOCK_MONOTONIC, &ts);
+            r = clocklock(m, deadline);
         }
     }
     switch (r) {

@@ -425,6 +425,26 @@ static size_t window(const mproc_pool *p) {
     return MPROC_MIN(64, MPROC_MAX(2, 100000 / (avg + 1)));
 }
 
+/* The head of a TASK payload (wire.h): the fixed part, then the typed
+ * form's segments (when it has lens_len of them) or the bytes form's item
+ * lengths. */
+static void put_head(unsigned char *d, const mproc__chunk *c,
+                     const mproc__task_payload *tp,
+                     const mproc__task_segs *segs, size_t lens_len) {
+    const mproc_result *r = c->res;
+    memcpy(d, tp, sizeof *tp);
+    d += sizeof *tp;
+    if (r->kind == MPROC__KIND_TYPED) {
+        if (lens_len)
+            memcpy(d, segs, sizeof *segs);
+        return;
+    }
+    for (size_t i = 0; i < c->n; i++) {
+        uint64_t l = r->in_off[c->first + i + 1] - r->in_off[c->first + i];
+        memcpy(d + i * sizeof l, &l, sizeof l);
+    }
+}
+
 /* Put chunk c in w's task ring, or on its channel when too big for the
  * ring (a CHAN record keeps the order). 0 when sent, 1 when there is no
  * room now, < 0 on error. */
@@ -438,7 +458,7 @@ static int send_chunk(mproc_pool *p, mproc__worker *w, mproc__chunk *c) {
     int typed = r->kind == MPROC__KIND_TYPED;
     const unsigned char *bulk;
     size_t lens_len = 0, bulk_len;
-    mproc__task_segs segs;
+    mproc__task_segs segs = {0};
     if (typed && (r->in_shm || r->out_shm)) {
         /* The segments part rides where the lengths would. */
         tp.fn = (uint64_t)(uintptr_t)r->efn;
@@ -474,16 +494,9 @@ static int send_chunk(mproc_pool *p, mproc__worker *w, mproc__chunk *c) {
     uint64_t id = p->next_chunk_id + 1;
     if (rec) {
         unsigned char *d = (unsigned char *)(rec + 1);
-        memcpy(d, &tp, sizeof tp);
-        d += sizeof tp;
-        if (typed && lens_len)
-            memcpy(d, &segs, sizeof segs);
-        for (size_t i = 0; !typed && i < lens_len / sizeof(uint64_t); i++) {
-            uint64_t l = r->in_off[c->first + i + 1] - r->in_off[c->first + i];
-            memcpy(d + i * sizeof l, &l, sizeof l);
-        }
+        put_head(d, c, &tp, &segs, lens_len);
         if (bulk_len)
-            memcpy(d + lens_len, bulk, bulk_len);
+            memcpy(d + sizeof tp + lens_len, bulk, bulk_len);
         rec->type = MPROC__REC_TASK;
     } else {
         /* Too big for the ring: the TASK goes on the channel, and a CHAN
@@ -493,13 +506,7 @@ static int send_chunk(mproc_pool *p, mproc__worker *w, mproc__chunk *c) {
         unsigned char *h = malloc(sizeof tp + lens_len);
         if (!h)
             return MPROC_ENOMEM;
-        memcpy(h, &tp, sizeof tp);
-        if (typed && lens_len)
-            memcpy(h + sizeof tp, &segs, sizeof segs);
-        for (size_t i = 0; !typed && i < lens_len / sizeof(uint64_t); i++) {
-            uint64_t l = r->in_off[c->first + i + 1] - r->in_off[c->first + i];
-            memcpy(h + sizeof tp + i * sizeof l, &l, sizeof l);
-        }
+        put_head(h, c, &tp, &segs, lens_len);
         int err = mproc__wire_send(w->chan, MPROC__MSG_TASK, id, (uint32_t)c->n,
                                    h, sizeof tp + lens_len, bulk, bulk_len);
         free(h);

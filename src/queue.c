@@ -29,9 +29,10 @@
  * Spinning. Handing a wake-up to another CPU through the kernel costs tens
  * of microseconds (35-40 us on the 2-vCPU KVM guests the benchmarks run
  * on), while a put or a get takes a fraction of one. So a waiter spins a
- * little before it sleeps: one that finds the queue empty or full watches
- * the futex word without the mutex (q_spin), and one that finds the mutex
- * held tries it again (q_lock). spin_pause paces both: pause instructions,
+ * little before it sleeps: one that finds the queue empty or full, or a
+ * join that finds tasks unfinished, watches the futex word without the
+ * mutex (q_wait, q_spin), and one that finds the mutex held tries it again
+ * (q_lock). mproc__spin_pause (spin.c) paces both: pause instructions,
  * then sched_yield, so that a peer on the same CPU can run. A spinner does
  * not count as a waiter, so the put or get it waits for costs no wake
  * syscall. The budgets are short, per call and read off the clock, so a
@@ -306,6 +307,20 @@ static int q_spin(mproc_queue *q, _Atomic uint32_t *seq, mproc__spin *s,
     return q_lock(q, lock_dl, wake);
 }
 
+/* With the mutex held and nothing to do yet: wait for seq to change,
+ * spinning while the budget s lasts, then sleeping. 0: the mutex is held
+ * again, look again. 1: the deadline has passed (the mutex is still held).
+ * An error: the mutex is not held. */
+static int q_wait(mproc_queue *q, _Atomic uint32_t *seq,
+                  _Atomic uint32_t *waiters, mproc__spin *s, uint64_t deadline,
+                  uint64_t lock_dl, unsigned *wake) {
+    if (mproc__now_ns() >= deadline)
+        return 1;
+    if (!s->spent)
+        return q_spin(q, seq, s, deadline, lock_dl, wake);
+    return q_sleep(q, seq, waiters, deadline, lock_dl, wake);
+}
+
 /* The mutex is held only while one message is copied, so waiting for it is
  * not waiting for the queue: a poll (timeout 0) takes it without a limit.
  * Timed calls bound it by their deadline, so that a holder that is stopped
@@ -510,15 +525,12 @@ int mproc_queue_put(mproc_queue *q, const void *data, size_t len,
             wake |= note(&st->put_seq, &st->put_waiters, W_CONSUMER);
             break;
         }
-        if (mproc__now_ns() >= deadline) {
+        err = q_wait(q, &st->get_seq, &st->get_waiters, &wait, deadline,
+                     lock_dl, &wake);
+        if (err == 1) {
             err = MPROC_ETIMEDOUT;
             break;
         }
-        if (!wait.spent)
-            err = q_spin(q, &st->get_seq, &wait, deadline, lock_dl, &wake);
-        else
-            err = q_sleep(q, &st->get_seq, &st->get_waiters, deadline, lock_dl,
-                          &wake);
         if (err)
             return err;
     }
@@ -574,15 +586,12 @@ static int take(mproc_queue *q, void **data, void *buf, size_t cap, size_t *len,
             err = MPROC_EOF;
             break;
         }
-        if (mproc__now_ns() >= deadline) {
+        err = q_wait(q, &st->put_seq, &st->put_waiters, &wait, deadline,
+                     lock_dl, &wake);
+        if (err == 1) {
             err = MPROC_ETIMEDOUT;
             break;
         }
-        if (!wait.spent)
-            err = q_spin(q, &st->put_seq, &wait, deadline, lock_dl, &wake);
-        else
-            err = q_sleep(q, &st->put_seq, &st->put_waiters, deadline, lock_dl,
-                          &wake);
         if (err)
             return err;
     }
@@ -690,6 +699,7 @@ int mproc_queue_join(mproc_queue *q, long timeout_ms) {
     uint64_t deadline = mproc__deadline(timeout_ms);
     uint64_t lock_dl = lock_deadline(timeout_ms, deadline);
     unsigned wake = 0;
+    mproc__spin wait = {0};
     int err = q_lock(q, lock_dl, &wake);
     if (err)
         return err;
@@ -698,12 +708,12 @@ int mproc_queue_join(mproc_queue *q, long timeout_ms) {
         err = load_pos(q, &p);
         if (err || p.unfinished == 0)
             break;
-        if (mproc__now_ns() >= deadline) {
+        err = q_wait(q, &st->done_seq, &st->join_waiters, &wait, deadline,
+                     lock_dl, &wake);
+        if (err == 1) {
             err = MPROC_ETIMEDOUT;
             break;
         }
-        err = q_sleep(q, &st->done_seq, &st->join_waiters, deadline, lock_dl,
-                      &wake);
         if (err)
             return err;
     }

@@ -78,8 +78,6 @@ typedef struct mproc__init_payload {
 
 enum { MPROC__KIND_BYTES = 1, MPROC__KIND_TYPED = 2 };
 
-/* Fixed part of TASK. Bytes form: then uint64 lens[nitems] and the data.
- * Typed form: then nitems * in_size bytes. */
 #define MPROC__TASK_F_TIMED   1u /* stamp each item's start (a timeout) */
 #define MPROC__TASK_F_IN_SHM  2u /* typed input is in a shared segment */
 #define MPROC__TASK_F_OUT_SHM 4u /* typed output goes to a shared segment */
@@ -92,6 +90,9 @@ typedef struct mproc__task_segs {
     uint32_t in_kind, out_kind;
 } mproc__task_segs;
 
+/* Fixed part of TASK. Bytes form: then uint64 lens[nitems] and the data.
+ * Typed form: then nitems * in_size bytes, or, with F_IN_SHM or F_OUT_SHM,
+ * a mproc__task_segs and the input bytes only if they are not shared. */
 typedef struct mproc__task_payload {
     uint64_t fn;
     uint32_t kind;

@@ -249,9 +249,9 @@ static void item_outcome(wstate *w, const mproc__task_payload *tp, int rc,
 }
 
 /* Say which item runs (and since when, if the chunk has a timeout). */
-static inline void stamp_item(const mproc__task_payload *tp, size_t i) {
+static inline void stamp_item(int timed, size_t i) {
     atomic_store_explicit(&W_mb->item, (uint64_t)i, memory_order_relaxed);
-    if (tp->flags & MPROC__TASK_F_TIMED)
+    if (timed)
         atomic_store_explicit(&W_mb->item_start_ns, mproc__now_ns(),
                               memory_order_release);
 }
@@ -263,7 +263,7 @@ static void run_item(wstate *w, const mproc__task_payload *tp, size_t i,
     mproc_task *t = &w->task;
     t->base = (size_t)tp->first_index;
     t->res_len = 0;
-    stamp_item(tp, i);
+    stamp_item(tp->flags & MPROC__TASK_F_TIMED, i);
     errno = 0;
     int rc;
     if (tp->kind == MPROC__KIND_TYPED)
@@ -329,14 +329,11 @@ static int run_typed_in_ring(wstate *w, const mproc__task_payload *tp,
      * (anything reachable from a global) read before it. */
     const size_t in_size = (size_t)tp->in_size, out_size = (size_t)tp->out_size;
     const int timed = tp->flags & MPROC__TASK_F_TIMED, limit = !!w->mem_limit;
-    _Atomic uint64_t *item = &W_mb->item;
     t->base = (size_t)tp->first_index;
     for (size_t i = 0; i < n; i++) {
         const unsigned char *a = in + i * in_size;
         unsigned char *o = out + i * out_size;
-        atomic_store_explicit(item, (uint64_t)i, memory_order_relaxed);
-        if (timed)
-            stamp_item(tp, i);
+        stamp_item(timed, i);
         if (limit)
             errno = 0; /* item_outcome looks for ENOMEM */
         int rc = fn(t, a, o);
@@ -373,9 +370,10 @@ static int run_typed_in_ring(wstate *w, const mproc__task_payload *tp,
     return 1;
 }
 
-/* Every item of the chunk fails with code, before any ran (a shared array
- * the worker cannot reach). */
-static int fail_all(wstate *w, uint64_t id, size_t n, int code) {
+/* Every item of a typed chunk fails with code, before any ran (a shared
+ * array the worker cannot reach). The full layout of a typed result has
+ * its fixed data area (outb bytes, zeroed here) even when items failed. */
+static int fail_all(wstate *w, uint64_t id, size_t n, size_t outb, int code) {
     char msg[160];
     int ml = snprintf(msg, sizeof msg,
                       "the worker could not attach the shared array: %s",
@@ -386,6 +384,10 @@ static int fail_all(wstate *w, uint64_t id, size_t n, int code) {
         if (gb_append(&w->out, &h, sizeof h) || gb_append(&w->msgs, msg, ml))
             return -1;
     }
+    if (gb_reserve(&w->out, outb))
+        return -1;
+    memset(w->out.p + w->out.len, 0, outb);
+    w->out.len += outb;
     int err = deliver(w, id, (uint32_t)n, 0);
     atomic_store_explicit(&W_mb->chunk_id, 0, memory_order_release);
     return err;
@@ -432,7 +434,7 @@ static long run_chunk(wstate *w, uint64_t id, size_t n, const unsigned char *p,
             dest = segment_span(segs.out_id, segs.out_kind, segs.out_off, outb,
                                 &serr);
         if (serr)
-            return fail_all(w, id, n, serr) < 0 ? -1 : (long)n;
+            return fail_all(w, id, n, outb, serr) < 0 ? -1 : (long)n;
         int k = run_typed_in_ring(w, &tp, id, n, p, dest, t0);
         if (k == -2)
             return -1;

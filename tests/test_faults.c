@@ -512,6 +512,22 @@ TEST(fault_result_too_big) {
     mproc_pool_destroy(p);
 }
 
+/* After one worker was killed for what it did: the pool goes on (a new map
+ * succeeds), and once closed it has counted exactly that one death. Then
+ * destroy it. */
+static void goes_on_after_one_death(mproc_pool *p) {
+    long out[12];
+    mproc_result *r = map_with(p, 12, 99, DO_SQUARE, out, NULL);
+    ck_assert_int_eq(mproc_result_successful(r), 1);
+    mproc_result_free(r);
+    ASSERT_OK(mproc_pool_close(p));
+    ASSERT_OK(mproc_pool_join(p, test_ms(10000)));
+    mproc_pool_stats st;
+    ASSERT_OK(mproc_pool_get_stats(p, &st));
+    ck_assert_uint_eq(st.workers_died, 1);
+    mproc_pool_destroy(p);
+}
+
 /* 16: garbage on the transport: the worker is cut off, its item fails with
  * MPROC_EPROTO, the pool goes on. */
 TEST(fault_garbage) {
@@ -532,15 +548,7 @@ TEST(fault_garbage) {
         check_one_failed(r, out, 12, 4, MPROC_EPROTO, "malformed");
     }
     mproc_result_free(r);
-    r = map_with(p, 12, 99, DO_SQUARE, out, NULL);
-    ck_assert_int_eq(mproc_result_successful(r), 1);
-    mproc_result_free(r);
-    ASSERT_OK(mproc_pool_close(p));
-    ASSERT_OK(mproc_pool_join(p, test_ms(10000)));
-    mproc_pool_stats st;
-    ASSERT_OK(mproc_pool_get_stats(p, &st));
-    ck_assert_uint_eq(st.workers_died, 1);
-    mproc_pool_destroy(p);
+    goes_on_after_one_death(p);
 }
 
 /* A worker that puts junk in its result ring is killed; the item it ran
@@ -552,15 +560,7 @@ TEST(fault_ring_junk) {
                                &(mproc_call_opts){.chunksize = 1});
     check_one_failed(r, out, 12, 5, MPROC_EPROTO, "malformed");
     mproc_result_free(r);
-    r = map_with(p, 12, 99, DO_SQUARE, out, NULL);
-    ck_assert_int_eq(mproc_result_successful(r), 1);
-    mproc_result_free(r);
-    ASSERT_OK(mproc_pool_close(p));
-    ASSERT_OK(mproc_pool_join(p, test_ms(10000)));
-    mproc_pool_stats st;
-    ASSERT_OK(mproc_pool_get_stats(p, &st));
-    ck_assert_uint_eq(st.workers_died, 1);
-    mproc_pool_destroy(p);
+    goes_on_after_one_death(p);
 }
 
 /* A worker whose task ring's read position is nonsense gets no more work

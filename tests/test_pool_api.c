@@ -1366,6 +1366,43 @@ static int t_index_or_gate(mproc_task *t, const void *arg, size_t len) {
     return mproc_task_return(t, &i, sizeof i);
 }
 
+/* A typed map whose input is a shared array that its workers can no
+ * longer reach (the caller freed it before the chunk ran, against the
+ * contract): every item fails with the reason, none crashes or hangs, and
+ * the pool goes on. */
+TEST(pool_api_shared_input_gone) {
+    gate_open();
+    mproc_pool *p = pool_new(1);
+    mproc_result *gated, *r;
+    ASSERT_OK(mproc_pool_apply_async(p, t_gate, NULL, 0, NULL, &gated));
+    mproc_array *a;
+    ASSERT_OK(mproc_array_create(&a, MPROC_T_LONG, 0, 8, NULL, 0));
+    long *in = mproc_array_data(a), out[8];
+    for (int i = 0; i < 8; i++)
+        in[i] = i;
+    memset(out, 0xff, sizeof out);
+    ASSERT_OK(mproc_pool_map_array_async(p, e_long_x2, in, 8, sizeof *in, out,
+                                         sizeof *out, NULL, &r));
+    mproc_array_free(a); /* the worker is still in t_gate */
+    gate_release(1, 'x');
+    ASSERT_ERR(mproc_result_get(r, test_ms(10000)), MPROC_ENOENT);
+    for (size_t i = 0; i < 8; i++) {
+        ck_assert_int_eq(mproc_result_status(r, i), MPROC_ENOENT);
+        ck_assert_ptr_nonnull(strstr(mproc_result_errmsg(r, i),
+                                     "could not attach the shared array"));
+        ck_assert_int_eq(out[i], 0);
+    }
+    mproc_result_free(r);
+    ASSERT_OK(mproc_result_get(gated, test_ms(10000)));
+    mproc_result_free(gated);
+    long x = 21;
+    ASSERT_OK(mproc_pool_apply(p, t_long_x2, &x, sizeof x, NULL, &r));
+    ck_assert_int_eq(result_long(r, 0), 42);
+    mproc_result_free(r);
+    pool_end(p);
+    gate_close();
+}
+
 TEST(pool_api_imap_unordered_overtakes) {
     gate_open();
     mproc_pool *p = pool_new(2);
